@@ -1,0 +1,171 @@
+//! The validated configuration one `QualityCheck` and its clones share.
+
+use std::fmt;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+use crate::error::Error;
+
+/// The path of the check endpoint below the coordinator's base URL.
+pub(crate) const CHECK_PATH: &str = "/api/quality/check";
+/// The path of the coordinator's health endpoint below its base URL.
+pub(crate) const HEALTH_PATH: &str = "/health";
+
+/// A value that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Everything a call needs, validated once at build time.
+pub(crate) struct Config {
+    pub(crate) base: Uri,
+    pub(crate) check_uri: Uri,
+    pub(crate) health_uri: Uri,
+    /// Headers sent on every call; secret ones are marked sensitive.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body_limit: usize,
+    /// Secret values, scrubbed from any error-body snippet the coordinator echoes them in.
+    pub(crate) secrets: Vec<Secret>,
+}
+
+impl Config {
+    /// Replaces any secret the coordinator echoed back in an error body.
+    pub(crate) fn scrub(&self, mut snippet: String) -> String {
+        for Secret(s) in &self.secrets {
+            if !s.is_empty() && snippet.contains(s.as_str()) {
+                snippet = snippet.replace(s.as_str(), "[redacted]");
+            }
+        }
+        snippet
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header names only: values may carry credentials.
+        f.debug_struct("Config")
+            .field("base_url", &self.base)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
+}
+
+/// Validates a coordinator base URL and derives the endpoint URIs from it.
+///
+/// Accepts `http://host[:port][/prefix][/]`; refuses other schemes, user
+/// info, a query or a fragment, with a configuration error that says why.
+pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
+    let uri: Uri = base
+        .trim()
+        .parse()
+        .map_err(|e| Error::config_with(format!("coordinator URL {base:?} is not a valid URL"), e))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Error::config(format!(
+                "coordinator URL {base:?}: https is not supported by this build; use http"
+            )))
+        }
+        Some(other) => {
+            return Err(Error::config(format!(
+                "coordinator URL {base:?}: scheme {other:?} is not http"
+            )))
+        }
+        None => {
+            return Err(Error::config(format!(
+                "coordinator URL {base:?} has no scheme; expected http://host:port"
+            )))
+        }
+    }
+    let authority = match uri.authority() {
+        Some(a) if !a.host().is_empty() => a.clone(),
+        _ => return Err(Error::config(format!("coordinator URL {base:?} has no host"))),
+    };
+    if authority.as_str().contains('@') {
+        return Err(Error::config(
+            "coordinator URL must not carry credentials; use bearer_token or api_key",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(Error::config(format!(
+            "coordinator URL {base:?} must not have a query"
+        )));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    let join = |path: &str| -> Result<Uri, Error> {
+        format!("http://{authority}{prefix}{path}")
+            .parse()
+            .map_err(|e| Error::config_with(format!("coordinator URL {base:?}"), e))
+    };
+    Ok((uri.clone(), join(CHECK_PATH)?, join(HEALTH_PATH)?))
+}
+
+/// Parses a header name and value given by the user, refusing bad ones
+/// without echoing the value.
+pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Error> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| Error::config_with(format!("{name:?} is not a valid header name"), e))?;
+    let value = HeaderValue::from_str(value).map_err(|e| {
+        Error::config_with(
+            format!("the value of header {name} is not a valid header value"),
+            e,
+        )
+    })?;
+    Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_prefixes_and_trailing_slashes() {
+        for (base, want) in [
+            ("http://127.0.0.1:8000", "http://127.0.0.1:8000/api/quality/check"),
+            ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/api/quality/check"),
+            ("http://h:1/coordinator", "http://h:1/coordinator/api/quality/check"),
+            ("http://h:1/coordinator/", "http://h:1/coordinator/api/quality/check"),
+            ("http://h:1/a/b//", "http://h:1/a/b/api/quality/check"),
+            (" http://h ", "http://h/api/quality/check"),
+        ] {
+            let (_, check, health) = endpoints(base).unwrap();
+            assert_eq!(check.to_string(), want, "{base}");
+            assert!(health.to_string().ends_with("/health"));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_urls_with_config_errors() {
+        for base in [
+            "",
+            "127.0.0.1:8000",
+            "ftp://h/",
+            "https://h/",
+            "http://",
+            "http://u:p@h/",
+            "http://h/?a=1",
+            "http://h/#frag",
+            "http://h o/",
+            "not a url",
+        ] {
+            let err = endpoints(base).unwrap_err();
+            assert!(err.is_config(), "{base:?}: {err:?}");
+            assert!(!err.to_string().contains("u:p"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_header_values_are_config_errors_without_the_value() {
+        let err = header("x-api-key", "sec\r\nret").unwrap_err();
+        assert!(err.is_config());
+        assert!(!format!("{err} {err:?}").contains("sec"));
+        assert!(header("bad name", "v").unwrap_err().is_config());
+    }
+}

@@ -1,0 +1,231 @@
+//! The response future of one check attempt: send, then read the capped body,
+//! then decode.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::client::legacy;
+
+use super::config::Config;
+use crate::error::{snippet, Error, RetryAfter};
+use crate::wire::QualityResponse;
+
+/// How much of an error response's body is read for the error's snippet.
+const ERROR_BODY_READ: usize = 1024;
+
+/// The future a [`QualityCheck`](super::QualityCheck) call returns.
+///
+/// It resolves once the whole verdict is read and decoded, so a reset or a
+/// stall while the body arrives is part of the attempt (and of any timeout
+/// around it). Dropping it aborts the attempt.
+pub struct ResponseFuture {
+    state: State,
+    config: Arc<Config>,
+    span: tracing::Span,
+}
+
+enum State {
+    Sending(legacy::ResponseFuture),
+    Reading {
+        body: Incoming,
+        buf: BytesMut,
+        status: StatusCode,
+        retry_after: Option<RetryAfter>,
+    },
+    Done,
+}
+
+impl ResponseFuture {
+    pub(super) fn new(
+        sending: legacy::ResponseFuture,
+        config: Arc<Config>,
+        span: tracing::Span,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Sending(sending),
+            config,
+            span,
+        }
+    }
+
+    /// Decides from the response head whether to read the body, and how much.
+    fn on_head(&mut self, response: http::Response<Incoming>) -> Result<(), Error> {
+        let (parts, body) = response.into_parts();
+        let status = parts.status;
+        self.span.record("status", status.as_u16());
+        if status.is_success() {
+            check_content_type(&parts.headers)?;
+            if content_length(&parts.headers).is_some_and(|n| n > self.config.body_limit as u64) {
+                // Refused from the header alone: the body is never read.
+                return Err(Error::body_too_large(self.config.body_limit));
+            }
+        }
+        let retry_after = parts
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(RetryAfter::parse);
+        self.state = State::Reading {
+            body,
+            buf: BytesMut::new(),
+            status,
+            retry_after,
+        };
+        Ok(())
+    }
+
+    fn finish(&mut self, result: Result<QualityResponse, Error>) -> Poll<<Self as Future>::Output> {
+        self.state = State::Done;
+        match &result {
+            Ok(verdict) => {
+                let outcome = if verdict.approved { "approved" } else { "rejected" };
+                self.span.record("outcome", outcome);
+                tracing::debug!(gate = %verdict.gate, "verdict");
+            }
+            Err(err) => {
+                self.span.record("outcome", err.kind().as_str());
+                tracing::debug!(error = %err, retryable = err.is_retryable(), "attempt failed");
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<QualityResponse, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let span = this.span.clone();
+        let _entered = span.enter();
+        loop {
+            match &mut this.state {
+                State::Sending(sending) => {
+                    let result = ready!(Pin::new(sending).poll(cx));
+                    let head = result.map_err(classify).and_then(|r| this.on_head(r));
+                    if let Err(err) = head {
+                        return this.finish(Err(err));
+                    }
+                }
+                State::Reading {
+                    body,
+                    buf,
+                    status,
+                    retry_after,
+                } => {
+                    let status = *status;
+                    // Success bodies are read up to the cap; error bodies only
+                    // far enough for a snippet.
+                    let limit = if status.is_success() {
+                        this.config.body_limit
+                    } else {
+                        ERROR_BODY_READ
+                    };
+                    let done = match ready!(Pin::new(body).poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                if buf.len() + data.len() > limit {
+                                    if status.is_success() {
+                                        return this.finish(Err(Error::body_too_large(limit)));
+                                    }
+                                    let keep = limit - buf.len();
+                                    buf.extend_from_slice(&data[..keep]);
+                                    true
+                                } else {
+                                    buf.extend_from_slice(&data);
+                                    false
+                                }
+                            } else {
+                                false
+                            }
+                        }
+                        Some(Err(err)) => return this.finish(Err(Error::transport(err))),
+                        None => true,
+                    };
+                    if done {
+                        let body = buf.split().freeze();
+                        let retry_after = *retry_after;
+                        let result = this.decode(status, &body, retry_after);
+                        return this.finish(result);
+                    }
+                }
+                State::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl ResponseFuture {
+    fn decode(
+        &self,
+        status: StatusCode,
+        body: &Bytes,
+        retry_after: Option<RetryAfter>,
+    ) -> Result<QualityResponse, Error> {
+        if status.is_success() {
+            QualityResponse::from_json(body)
+        } else {
+            let snippet = self.config.scrub(snippet(body));
+            Err(Error::http_status(status, snippet, retry_after))
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Sending(_) => "sending",
+            State::Reading { .. } => "reading",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// Splits hyper-util's errors into "never connected" and "failed after".
+fn classify(err: legacy::Error) -> Error {
+    if err.is_connect() {
+        Error::connect(err)
+    } else {
+        Error::transport(err)
+    }
+}
+
+/// A present content type must be JSON (`application/json` or `…+json`);
+/// a missing one is tolerated and the body decides.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(Error::invalid("content type is not JSON"))
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

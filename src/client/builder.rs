@@ -1,0 +1,241 @@
+//! The builder of [`QualityClient`], which also hands out the stack's layers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
+use tower::retry::{Retry, RetryLayer};
+use tower::timeout::{Timeout, TimeoutLayer};
+use tower::util::MapErr;
+
+use super::{attempt_error, total_error, ErrFn, QualityClient, Settings};
+use crate::check::{PreparedCheck, QualityCheck, QualityCheckBuilder};
+use crate::error::Error;
+use crate::retry::{Backoff, RetryBudget, RetryPolicy};
+
+/// The default per-attempt timeout: 10 s. A coordinator runs builds, tests
+/// and an AI review, so a verdict legitimately takes seconds; an attempt
+/// slower than this is treated as lost and retried.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default overall deadline: 30 s, for all attempts and the waits
+/// between them, so three slow attempts fit but a caller never waits longer.
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default most calls in flight to the coordinator, across all clones:
+/// 64, enough for a busy orchestrator, few enough not to swamp a coordinator
+/// that runs a build per call.
+pub const DEFAULT_CONCURRENCY_LIMIT: usize = 64;
+
+/// Builds a [`QualityClient`]; every option has a documented default and is
+/// validated by [`build`](ClientBuilder::build).
+///
+/// It also hands out each layer of the default stack, so the same stack can
+/// be put together with `tower::ServiceBuilder`, with any piece replaced:
+///
+/// ```
+/// use quality_gate::{Error, QualityClient};
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), Error> {
+/// let b = QualityClient::builder("http://127.0.0.1:8000").attempts(2);
+/// let service = ServiceBuilder::new()
+///     .layer(b.concurrency_limit_layer())
+///     .layer(b.total_timeout_layer())
+///     .layer(b.retry_layer()) // or `.retry(your_policy)`
+///     .layer(b.attempt_timeout_layer())
+///     .map_err(Error::from) // back from tower's BoxError to the typed error
+///     .service(b.check_service()?);
+/// # let _ = service; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    check: QualityCheckBuilder,
+    policy: RetryPolicy,
+    attempt_timeout: Duration,
+    total_timeout: Duration,
+    concurrency_limit: Option<usize>,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(base_url: impl Into<String>) -> Self {
+        ClientBuilder {
+            check: QualityCheck::builder(base_url),
+            policy: RetryPolicy::new().budget(RetryBudget::default()),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            total_timeout: DEFAULT_TOTAL_TIMEOUT,
+            concurrency_limit: Some(DEFAULT_CONCURRENCY_LIMIT),
+        }
+    }
+
+    /// A builder for the coordinator named by `COORDINATOR_URL`, or
+    /// `http://127.0.0.1:8000` when it is unset.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(ClientBuilder::new(crate::check::env_url()?))
+    }
+
+    // ----- the call -----
+
+    /// Replaces the options of the underlying [`QualityCheck`] (URL, body
+    /// cap, credentials, headers, HTTP/2); see [`QualityCheckBuilder`].
+    ///
+    /// ```
+    /// use quality_gate::QualityClient;
+    ///
+    /// let client = QualityClient::builder("http://127.0.0.1:8000")
+    ///     .check(|c| c.api_key("k-123").header("x-team", "infra").body_limit(64 * 1024))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{client:?}").contains("k-123"));
+    /// ```
+    pub fn check(mut self, f: impl FnOnce(QualityCheckBuilder) -> QualityCheckBuilder) -> Self {
+        self.check = f(self.check);
+        self
+    }
+
+    /// Sends `Authorization: Bearer {token}` (never printed); see
+    /// [`QualityCheckBuilder::bearer_token`].
+    pub fn bearer_token(self, token: impl Into<String>) -> Self {
+        self.check(|c| c.bearer_token(token))
+    }
+
+    /// Sends `X-API-Key: {key}` (never printed); see
+    /// [`QualityCheckBuilder::api_key`].
+    pub fn api_key(self, key: impl Into<String>) -> Self {
+        self.check(|c| c.api_key(key))
+    }
+
+    /// The largest response body read (default 1 MiB); see
+    /// [`QualityCheckBuilder::body_limit`].
+    pub fn body_limit(self, bytes: usize) -> Self {
+        self.check(|c| c.body_limit(bytes))
+    }
+
+    // ----- retries -----
+
+    /// The most attempts per call, the first included (default 3; 1 turns
+    /// retries off).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.policy = self.policy.attempts(attempts);
+        self
+    }
+
+    /// The waits between attempts (default 100 ms, ×2, at most 2 s, full
+    /// jitter).
+    pub fn backoff(mut self, backoff: impl Backoff) -> Self {
+        self.policy = self.policy.backoff(backoff);
+        self
+    }
+
+    /// The longest `Retry-After` honoured (default 10 s).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.policy = self.policy.max_retry_after(max);
+        self
+    }
+
+    /// The retry budget shared by all clones (default
+    /// [`RetryBudget::default`]: 20% of calls plus 10 a second, so an outage
+    /// raises the load on the coordinator by about 1.2×, not 3×). `None`
+    /// turns it off.
+    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.policy = match budget {
+            Some(budget) => self.policy.budget(budget),
+            None => self.policy.no_budget(),
+        };
+        self
+    }
+
+    // ----- time and concurrency -----
+
+    /// The most one attempt may take, body included (default 10 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The most a whole call may take, attempts and waits included
+    /// (default 30 s).
+    pub fn total_timeout(mut self, timeout: Duration) -> Self {
+        self.total_timeout = timeout;
+        self
+    }
+
+    /// The most calls in flight at once across all clones (default 64);
+    /// `None` for no limit.
+    pub fn concurrency_limit(mut self, limit: Option<usize>) -> Self {
+        self.concurrency_limit = limit;
+        self
+    }
+
+    // ----- the layers, for a hand-built stack -----
+
+    /// The configured retry policy, its deadline set to the total timeout.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.policy.clone().deadline(Some(self.total_timeout))
+    }
+
+    /// tower's retry layer with [`retry_policy`](Self::retry_policy).
+    pub fn retry_layer(&self) -> RetryLayer<RetryPolicy> {
+        RetryLayer::new(self.retry_policy())
+    }
+
+    /// tower's timeout layer with the per-attempt timeout.
+    pub fn attempt_timeout_layer(&self) -> TimeoutLayer {
+        TimeoutLayer::new(self.attempt_timeout)
+    }
+
+    /// tower's timeout layer with the overall deadline.
+    pub fn total_timeout_layer(&self) -> TimeoutLayer {
+        TimeoutLayer::new(self.total_timeout)
+    }
+
+    /// tower's concurrency-limit layer with one semaphore shared by every
+    /// service it wraps (a new one per call of this method).
+    pub fn concurrency_limit_layer(&self) -> GlobalConcurrencyLimitLayer {
+        GlobalConcurrencyLimitLayer::new(self.permits())
+    }
+
+    /// The bare one-attempt service.
+    pub fn check_service(&self) -> Result<QualityCheck, Error> {
+        self.check.clone().build()
+    }
+
+    /// Validates the options and builds the client.
+    pub fn build(self) -> Result<QualityClient, Error> {
+        if self.attempt_timeout.is_zero() || self.total_timeout.is_zero() {
+            return Err(Error::config("timeouts must be longer than zero"));
+        }
+        if self.concurrency_limit == Some(0) {
+            return Err(Error::config(
+                "a concurrency limit of 0 would block every call; use None for no limit",
+            ));
+        }
+        let check = self.check_service()?;
+        let policy = self.retry_policy();
+        let attempt = MapErr::new(
+            Timeout::new(PreparedCheck(check.clone()), self.attempt_timeout),
+            attempt_error as ErrFn,
+        );
+        let total = MapErr::new(
+            Timeout::new(Retry::new(policy.clone(), attempt), self.total_timeout),
+            total_error as ErrFn,
+        );
+        let semaphore = Arc::new(Semaphore::new(self.permits()));
+        let settings = Settings {
+            check,
+            policy,
+            attempt_timeout: self.attempt_timeout,
+            total_timeout: self.total_timeout,
+            concurrency_limit: self.concurrency_limit,
+        };
+        Ok(QualityClient::from_stack(
+            ConcurrencyLimit::with_semaphore(total, semaphore),
+            Arc::new(settings),
+        ))
+    }
+
+    fn permits(&self) -> usize {
+        self.concurrency_limit
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS)
+    }
+}

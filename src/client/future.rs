@@ -1,0 +1,99 @@
+//! The response future of [`QualityClient`](super::QualityClient).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::Stack;
+use crate::error::Error;
+use crate::wire::{Prepared, QualityResponse};
+
+type StackFuture = <Stack as Service<Prepared>>::Future;
+
+pin_project! {
+    /// The future a [`QualityClient`](super::QualityClient) call returns.
+    ///
+    /// Dropping it cancels the call at once: the attempt in flight or the
+    /// backoff wait is abandoned and the concurrency slot is released.
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Called {
+            #[pin]
+            future: StackFuture,
+            request: Prepared,
+            started: Instant,
+        },
+        Failed {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl ResponseFuture {
+    pub(super) fn new(future: StackFuture, request: Prepared) -> Self {
+        ResponseFuture {
+            state: State::Called {
+                future,
+                request,
+                started: Instant::now(),
+            },
+        }
+    }
+
+    pub(super) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<QualityResponse, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called {
+                future,
+                request,
+                started,
+            } => {
+                let result = ready!(future.poll(cx));
+                let outcome = match &result {
+                    Ok(v) if v.approved => "approved",
+                    Ok(_) => "rejected",
+                    Err(e) => e.kind().as_str(),
+                };
+                tracing::debug!(
+                    task_id = %request.task_id(),
+                    agent_id = %request.agent_id(),
+                    attempts = request.attempts(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    outcome,
+                    "quality check finished"
+                );
+                Poll::Ready(result)
+            }
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(Error::not_ready))),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,174 @@
+//! [`QualityClient`]: the check composed with tower's retry, timeout and
+//! concurrency-limit layers.
+
+mod builder;
+mod future;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tower::limit::ConcurrencyLimit;
+use tower::retry::Retry;
+use tower::timeout::Timeout;
+use tower::util::MapErr;
+use tower::{Service, ServiceExt};
+
+pub use self::builder::{
+    ClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_TOTAL_TIMEOUT,
+};
+pub use self::future::ResponseFuture;
+
+use crate::check::{PreparedCheck, QualityCheck};
+use crate::error::{BoxError, Error, TimeoutKind};
+use crate::retry::RetryPolicy;
+use crate::wire::{Prepared, QualityRequest, QualityResponse};
+
+type ErrFn = fn(BoxError) -> Error;
+
+/// One attempt, bounded by the per-attempt timeout.
+type Attempt = MapErr<Timeout<PreparedCheck>, ErrFn>;
+/// The whole call: retries of attempts, bounded by the overall deadline, and
+/// admitted by the shared concurrency limit.
+pub(crate) type Stack = ConcurrencyLimit<MapErr<Timeout<Retry<RetryPolicy, Attempt>>, ErrFn>>;
+
+fn attempt_error(err: BoxError) -> Error {
+    Error::from_layer(err, TimeoutKind::Attempt)
+}
+
+fn total_error(err: BoxError) -> Error {
+    Error::from_layer(err, TimeoutKind::Total)
+}
+
+/// The quality check as an orchestrator should make it: retried, bounded in
+/// time, limited in concurrency. A `tower::Service` itself, `Clone + Send +
+/// Sync`, and cheap to clone: clones share the connection pool, the
+/// concurrency limit and the retry budget.
+///
+/// From the outside in, each call:
+///
+/// 1. waits for one of the `concurrency_limit` slots (default 64) shared by
+///    all clones — in `poll_ready`, as tower's backpressure;
+/// 2. runs under the overall deadline (default 30 s), waits included;
+/// 3. is retried by [`RetryPolicy`] (default 3 attempts, 100 ms ×2 ≤ 2 s
+///    full-jitter backoff, `Retry-After` ≤ 10 s, a 20%-of-calls budget);
+/// 4. bounds each attempt by the per-attempt timeout (default 10 s).
+///
+/// [`check`](QualityClient::check) does all of it in one `await`, with the
+/// deadline also covering the wait for a slot.
+///
+/// ```no_run
+/// use quality_gate::{QualityClient, QualityRequest};
+///
+/// # async fn run() -> Result<(), quality_gate::Error> {
+/// let client = QualityClient::from_env()?;
+/// let verdict = client
+///     .check(QualityRequest::new("task-1", "agent-1").files(["src/lib.rs"]))
+///     .await?;
+/// if verdict.approved {
+///     println!("accepted by {}", verdict.gate);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct QualityClient {
+    inner: Stack,
+    settings: Arc<Settings>,
+    /// Whether `poll_ready` has reserved a slot for the next `call`.
+    ready: bool,
+}
+
+// ===== impl QualityClient =====
+
+impl QualityClient {
+    /// A client for the coordinator at `base_url`, with every default.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(base_url).build()
+    }
+
+    /// A builder for the coordinator at `base_url`.
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(base_url)
+    }
+
+    /// A client for the coordinator named by `COORDINATOR_URL`, or
+    /// `http://127.0.0.1:8000` when it is unset.
+    pub fn from_env() -> Result<Self, Error> {
+        ClientBuilder::from_env()?.build()
+    }
+
+    /// Checks one piece of work: waits for a slot, sends, retries as the
+    /// policy allows, and returns the verdict or the last error, all within
+    /// the overall deadline.
+    ///
+    /// A rejection (`approved: false`) is `Ok`; an `Err` is never an
+    /// approval.
+    pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
+        let call = self.clone().oneshot(req);
+        match tokio::time::timeout(self.settings.total_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(TimeoutKind::Total)),
+        }
+    }
+
+    fn from_stack(inner: Stack, settings: Arc<Settings>) -> Self {
+        QualityClient {
+            inner,
+            settings,
+            ready: false,
+        }
+    }
+}
+
+impl Clone for QualityClient {
+    fn clone(&self) -> Self {
+        // A clone starts without a reserved slot, as tower's ConcurrencyLimit does.
+        QualityClient::from_stack(self.inner.clone(), self.settings.clone())
+    }
+}
+
+impl Service<QualityRequest> for QualityClient {
+    type Response = QualityResponse;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        ready!(self.inner.poll_ready(cx))?;
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Calls the stack. Calling without a successful `poll_ready` first is a
+    /// misuse that tower's concurrency limit would panic on; here it fails
+    /// the call with an error of kind `NotReady` instead.
+    fn call(&mut self, req: QualityRequest) -> ResponseFuture {
+        if !std::mem::take(&mut self.ready) {
+            return ResponseFuture::failed(Error::not_ready());
+        }
+        let prepared = Prepared::new(req);
+        ResponseFuture::new(self.inner.call(prepared.clone()), prepared)
+    }
+}
+
+impl fmt::Debug for QualityClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &*self.settings;
+        f.debug_struct("QualityClient")
+            .field("check", &s.check)
+            .field("policy", &s.policy)
+            .field("attempt_timeout", &s.attempt_timeout)
+            .field("total_timeout", &s.total_timeout)
+            .field("concurrency_limit", &s.concurrency_limit)
+            .finish()
+    }
+}
+
+/// What a client was built with, for `Debug` and the deadline of `check`.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) check: QualityCheck,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) total_timeout: Duration,
+    pub(crate) concurrency_limit: Option<usize>,
+}

@@ -1,0 +1,496 @@
+//! The one error type of the crate, classified so callers never match strings.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+
+/// A boxed error, as tower's middleware returns them.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How many characters of an error response's body an [`Error`] keeps.
+pub(crate) const SNIPPET_CHARS: usize = 256;
+
+/// Why a quality check produced no verdict.
+///
+/// An error is never an approval: an orchestrator that gets one must treat
+/// the work as not accepted. Ask what happened with the `is_*` queries,
+/// [`Error::status`] or [`Error::kind`]; [`Error::is_retryable`] says whether
+/// trying again is safe and may help.
+///
+/// Errors that come back through tower layers as [`BoxError`] convert back
+/// with `Error::from(boxed)`: a tower timeout (`Elapsed`) becomes a timeout
+/// error, and an `Error` that was boxed is unboxed unchanged.
+///
+/// ```
+/// use quality_gate::{BoxError, Error};
+///
+/// let boxed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+/// let err = Error::from(boxed);
+/// assert!(err.is_timeout());
+/// assert!(err.is_retryable());
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    source: Option<BoxError>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Config(String),
+    Connect,
+    Transport,
+    Timeout(TimeoutKind),
+    Status {
+        status: StatusCode,
+        snippet: String,
+        retry_after: Option<RetryAfter>,
+    },
+    InvalidResponse(&'static str),
+    BodyTooLarge {
+        limit: usize,
+    },
+    CircuitOpen,
+    NotReady,
+    Other,
+}
+
+/// The class of an [`Error`], for metrics labels and `match`es.
+///
+/// New kinds may be added, so a `match` needs a wildcard arm.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The configuration is invalid (a bad URL, a bad header value).
+    Config,
+    /// No connection to the coordinator could be made.
+    Connect,
+    /// The connection failed after it was made: reset, closed early, or an
+    /// incomplete message.
+    Transport,
+    /// An attempt, or the whole call, took too long.
+    Timeout,
+    /// The coordinator answered with a non-success HTTP status.
+    Status,
+    /// The response was not a valid verdict: bad JSON, wrong shape, or not JSON.
+    InvalidResponse,
+    /// The response body was larger than the configured cap.
+    BodyTooLarge,
+    /// A circuit breaker is open and failed the call without sending it.
+    CircuitOpen,
+    /// A service was called without being driven to readiness first.
+    NotReady,
+    /// An error from another layer that fits no other kind.
+    Other,
+}
+
+/// Which timeout fired.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeoutKind {
+    /// One attempt took longer than the per-attempt timeout.
+    Attempt,
+    /// The whole call, retries and waits included, passed its deadline.
+    Total,
+    /// A timeout layer the crate does not know fired (a tower `Elapsed`).
+    Unknown,
+}
+
+/// A `Retry-After` header, kept as sent: seconds, or an HTTP date that is
+/// turned into a wait only when it is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetryAfter {
+    Delay(Duration),
+    At(SystemTime),
+}
+
+impl RetryAfter {
+    /// Parses `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.
+    pub(crate) fn parse(value: &http::HeaderValue) -> Option<RetryAfter> {
+        let s = value.to_str().ok()?.trim();
+        if let Ok(secs) = s.parse::<u64>() {
+            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+        }
+        httpdate::parse_http_date(s).ok().map(RetryAfter::At)
+    }
+
+    /// The wait this asks for, as of `now`; a date in the past asks for none.
+    pub(crate) fn delay_from(self, now: SystemTime) -> Duration {
+        match self {
+            RetryAfter::Delay(d) => d,
+            RetryAfter::At(t) => t.duration_since(now).unwrap_or(Duration::ZERO),
+        }
+    }
+}
+
+// ===== impl Error =====
+
+impl Error {
+    fn new(kind: Kind, source: Option<BoxError>) -> Error {
+        Error {
+            inner: Box::new(Inner { kind, source }),
+        }
+    }
+
+    pub(crate) fn config(msg: impl Into<String>) -> Error {
+        Error::new(Kind::Config(msg.into()), None)
+    }
+
+    pub(crate) fn config_with(msg: impl Into<String>, source: impl Into<BoxError>) -> Error {
+        Error::new(Kind::Config(msg.into()), Some(source.into()))
+    }
+
+    pub(crate) fn connect(source: impl Into<BoxError>) -> Error {
+        Error::new(Kind::Connect, Some(source.into()))
+    }
+
+    pub(crate) fn transport(source: impl Into<BoxError>) -> Error {
+        Error::new(Kind::Transport, Some(source.into()))
+    }
+
+    /// A timeout error of the given kind.
+    pub fn timeout(kind: TimeoutKind) -> Error {
+        Error::new(Kind::Timeout(kind), None)
+    }
+
+    pub(crate) fn http_status(
+        status: StatusCode,
+        snippet: String,
+        retry_after: Option<RetryAfter>,
+    ) -> Error {
+        Error::new(
+            Kind::Status {
+                status,
+                snippet,
+                retry_after,
+            },
+            None,
+        )
+    }
+
+    pub(crate) fn invalid(reason: &'static str) -> Error {
+        Error::new(Kind::InvalidResponse(reason), None)
+    }
+
+    pub(crate) fn invalid_json(source: serde_json::Error) -> Error {
+        Error::new(
+            Kind::InvalidResponse("body is not a valid verdict"),
+            Some(source.into()),
+        )
+    }
+
+    pub(crate) fn body_too_large(limit: usize) -> Error {
+        Error::new(Kind::BodyTooLarge { limit }, None)
+    }
+
+    /// The error a circuit breaker answers with while it is open.
+    pub fn circuit_open() -> Error {
+        Error::new(Kind::CircuitOpen, None)
+    }
+
+    pub(crate) fn not_ready() -> Error {
+        Error::new(Kind::NotReady, None)
+    }
+
+    /// Converts an error from a tower layer, naming which timeout an `Elapsed` was.
+    pub(crate) fn from_layer(err: BoxError, timeout: TimeoutKind) -> Error {
+        let err = match err.downcast::<Error>() {
+            Ok(err) => return *err,
+            Err(err) => err,
+        };
+        if err.is::<tower::timeout::error::Elapsed>() {
+            return Error::new(Kind::Timeout(timeout), Some(err));
+        }
+        Error::new(Kind::Other, Some(err))
+    }
+
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self.inner.kind {
+            Kind::Config(_) => ErrorKind::Config,
+            Kind::Connect => ErrorKind::Connect,
+            Kind::Transport => ErrorKind::Transport,
+            Kind::Timeout(_) => ErrorKind::Timeout,
+            Kind::Status { .. } => ErrorKind::Status,
+            Kind::InvalidResponse(_) => ErrorKind::InvalidResponse,
+            Kind::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
+            Kind::CircuitOpen => ErrorKind::CircuitOpen,
+            Kind::NotReady => ErrorKind::NotReady,
+            Kind::Other => ErrorKind::Other,
+        }
+    }
+
+    /// True when the configuration was invalid; nothing was sent.
+    pub fn is_config(&self) -> bool {
+        matches!(self.inner.kind, Kind::Config(_))
+    }
+
+    /// True when no connection to the coordinator could be made
+    /// (refused, unreachable, or the connect timeout passed).
+    pub fn is_connect(&self) -> bool {
+        matches!(self.inner.kind, Kind::Connect)
+    }
+
+    /// True when the connection failed after it was made (reset, closed
+    /// before or during the response).
+    pub fn is_transport(&self) -> bool {
+        matches!(self.inner.kind, Kind::Transport)
+    }
+
+    /// True for any timeout: per attempt, or for the whole call.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, Kind::Timeout(_))
+    }
+
+    /// Which timeout fired, if this is a timeout.
+    pub fn timeout_kind(&self) -> Option<TimeoutKind> {
+        match self.inner.kind {
+            Kind::Timeout(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// True when one attempt passed the per-attempt timeout.
+    pub fn is_attempt_timeout(&self) -> bool {
+        self.timeout_kind() == Some(TimeoutKind::Attempt)
+    }
+
+    /// True when the whole call passed its overall deadline.
+    pub fn is_total_timeout(&self) -> bool {
+        self.timeout_kind() == Some(TimeoutKind::Total)
+    }
+
+    /// True when the response was not a valid verdict (bad JSON, wrong
+    /// shape, or a non-JSON content type).
+    pub fn is_invalid_response(&self) -> bool {
+        matches!(self.inner.kind, Kind::InvalidResponse(_))
+    }
+
+    /// True when the response body passed the configured size cap.
+    pub fn is_body_too_large(&self) -> bool {
+        matches!(self.inner.kind, Kind::BodyTooLarge { .. })
+    }
+
+    /// True when a circuit breaker failed the call without sending it.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self.inner.kind, Kind::CircuitOpen)
+    }
+
+    /// The HTTP status the coordinator answered with, for status errors.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self.inner.kind {
+            Kind::Status { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The start of the error response's body (at most 256 characters), for
+    /// status errors.
+    pub fn body_snippet(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Status { snippet, .. } => Some(snippet),
+            _ => None,
+        }
+    }
+
+    /// How long the coordinator asked the client to wait (`Retry-After`),
+    /// counted from now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_at(SystemTime::now())
+    }
+
+    pub(crate) fn retry_after_at(&self, now: SystemTime) -> Option<Duration> {
+        match self.inner.kind {
+            Kind::Status {
+                retry_after: Some(ra),
+                ..
+            } => Some(ra.delay_from(now)),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again is safe and may succeed: connect and transport
+    /// failures, timeouts, and the statuses 408, 429 and 5xx. Never for other
+    /// 4xx, invalid or oversized responses, configuration errors or an open
+    /// circuit.
+    pub fn is_retryable(&self) -> bool {
+        match &self.inner.kind {
+            Kind::Connect | Kind::Transport | Kind::Timeout(_) => true,
+            Kind::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Kind::Config(_)
+            | Kind::InvalidResponse(_)
+            | Kind::BodyTooLarge { .. }
+            | Kind::CircuitOpen
+            | Kind::NotReady
+            | Kind::Other => false,
+        }
+    }
+}
+
+impl From<BoxError> for Error {
+    /// Unboxes an [`Error`], turns a tower `Elapsed` into a timeout of unknown
+    /// kind, and wraps anything else as [`ErrorKind::Other`].
+    fn from(err: BoxError) -> Error {
+        Error::from_layer(err, TimeoutKind::Unknown)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("quality_gate::Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner.kind {
+            Kind::Config(msg) => write!(f, "invalid configuration: {msg}"),
+            Kind::Connect => f.write_str("could not connect to the coordinator"),
+            Kind::Transport => f.write_str("connection to the coordinator failed"),
+            Kind::Timeout(TimeoutKind::Attempt) => f.write_str("attempt timed out"),
+            Kind::Timeout(TimeoutKind::Total) => f.write_str("quality check passed its deadline"),
+            Kind::Timeout(TimeoutKind::Unknown) => f.write_str("quality check timed out"),
+            Kind::Status {
+                status, snippet, ..
+            } => {
+                write!(f, "coordinator answered {status}")?;
+                if !snippet.is_empty() {
+                    write!(f, ": {snippet}")?;
+                }
+                Ok(())
+            }
+            Kind::InvalidResponse(reason) => write!(f, "invalid coordinator response: {reason}"),
+            Kind::BodyTooLarge { limit } => {
+                write!(f, "coordinator response body is larger than {limit} bytes")
+            }
+            Kind::CircuitOpen => f.write_str("circuit open: coordinator calls are failing fast"),
+            Kind::NotReady => f.write_str("service called before poll_ready returned ready"),
+            Kind::Other => f.write_str("quality check failed"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|e| &**e as &(dyn StdError + 'static))
+    }
+}
+
+impl ErrorKind {
+    /// A short, stable, lower-case name, for metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Status => "status",
+            ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Keeps the first [`SNIPPET_CHARS`] characters of an error body, lossily
+/// decoded, on one line.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(SNIPPET_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses() {
+        let retryable = |code: u16| {
+            Error::http_status(StatusCode::from_u16(code).unwrap(), String::new(), None).is_retryable()
+        };
+        for code in [408, 429, 500, 501, 502, 503, 504, 599] {
+            assert!(retryable(code), "{code}");
+        }
+        for code in [300, 400, 401, 403, 404, 409, 422] {
+            assert!(!retryable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn boxed_error_round_trips() {
+        let boxed: BoxError = Box::new(Error::http_status(StatusCode::BAD_GATEWAY, "x".into(), None));
+        let err = Error::from(boxed);
+        assert_eq!(err.status(), Some(StatusCode::BAD_GATEWAY));
+
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        let err = Error::from_layer(elapsed, TimeoutKind::Attempt);
+        assert!(err.is_attempt_timeout() && !err.is_total_timeout());
+        assert!(err.source().is_some());
+
+        let other: BoxError = "boom".into();
+        assert_eq!(Error::from(other).kind(), ErrorKind::Other);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let v = http::HeaderValue::from_static("7");
+        assert_eq!(
+            RetryAfter::parse(&v),
+            Some(RetryAfter::Delay(Duration::from_secs(7)))
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        let ra = RetryAfter::parse(&http::HeaderValue::from_str(&date).unwrap()).unwrap();
+        assert_eq!(ra.delay_from(now), Duration::from_secs(5));
+        assert_eq!(
+            ra.delay_from(now + Duration::from_secs(60)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            RetryAfter::parse(&http::HeaderValue::from_static("soon")),
+            None
+        );
+        assert_eq!(
+            RetryAfter::parse(&http::HeaderValue::from_static("-1")),
+            None
+        );
+    }
+
+    #[test]
+    fn snippet_is_capped_and_single_line() {
+        let s = snippet(format!("line1\nline2{}", "é".repeat(1000)).as_bytes());
+        assert_eq!(s.chars().count(), SNIPPET_CHARS);
+        assert!(!s.contains('\n'));
+        assert_eq!(snippet(b"\xff\xfe ok"), "\u{fffd}\u{fffd} ok");
+    }
+}

@@ -1,0 +1,58 @@
+//! # quality-gate
+//!
+//! Asks a coordinator whether an agent's work passes its quality gates, as a
+//! [`tower::Service`], with typed errors, bounded retries, timeouts and a
+//! concurrency limit.
+//!
+//! The call is `POST {COORDINATOR_URL}/api/quality/check` with a
+//! [`QualityRequest`], answered by a [`QualityResponse`] verdict. An
+//! [`Error`] is never an approval: fail closed.
+//!
+//! - [`QualityCheck`]: one attempt, the bare service.
+//! - [`QualityClient`]: the default stack — concurrency limit, overall
+//!   deadline, [`RetryPolicy`](retry::RetryPolicy), per-attempt timeout.
+//! - [`retry`]: the policy, its backoff and its budget, to reuse or replace.
+//!
+//! ```no_run
+//! use quality_gate::{QualityClient, QualityRequest};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+//! let client = QualityClient::from_env()?; // COORDINATOR_URL, or 127.0.0.1:8000
+//! let req = QualityRequest::new("task-42", "agent-7")
+//!     .files(["src/lib.rs"])
+//!     .diff_summary("add retry budget");
+//! match client.check(req).await {
+//!     Ok(v) if v.approved => println!("accepted"),
+//!     Ok(v) => println!("rejected by {}: {:?}", v.gate, v.message),
+//!     Err(e) => println!("not accepted, coordinator failed: {e}"),
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod check;
+mod client;
+mod error;
+pub mod retry;
+#[cfg(feature = "test-util")]
+pub mod testing;
+mod wire;
+
+pub use crate::check::{
+    QualityCheck, QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COORDINATOR_URL, DEFAULT_POOL_IDLE_TIMEOUT,
+};
+pub use crate::client::{
+    ClientBuilder, QualityClient, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT,
+    DEFAULT_TOTAL_TIMEOUT,
+};
+pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
+pub use crate::wire::{QualityRequest, QualityResponse};
+
+/// The response futures of the crate's services.
+pub mod future {
+    pub use crate::check::ResponseFuture as CheckFuture;
+    pub use crate::client::ResponseFuture as ClientFuture;
+}

@@ -1,0 +1,199 @@
+//! How long to wait before a retry.
+
+use std::fmt;
+use std::time::Duration;
+
+use tower::util::rng::{HasherRng, Rng};
+
+/// Decides the wait before retry number `retry` (1 for the first retry).
+///
+/// Implement it to replace the default [`ExponentialBackoff`]; the
+/// [`RetryPolicy`](super::RetryPolicy) calls it once per retry and still
+/// applies `Retry-After`, the deadline and the budget on top.
+///
+/// ```
+/// use std::time::Duration;
+/// use quality_gate::retry::{Backoff, RetryPolicy};
+///
+/// #[derive(Debug)]
+/// struct Fixed(Duration);
+///
+/// impl Backoff for Fixed {
+///     fn delay(&self, _retry: u32) -> Duration {
+///         self.0
+///     }
+/// }
+///
+/// let policy = RetryPolicy::new().backoff(Fixed(Duration::from_millis(250)));
+/// # let _ = policy;
+/// ```
+pub trait Backoff: fmt::Debug + Send + Sync + 'static {
+    /// The wait before retry number `retry`, counting from 1.
+    fn delay(&self, retry: u32) -> Duration;
+}
+
+/// How much randomness [`ExponentialBackoff`] adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Jitter {
+    /// A uniform draw from `[0, d]`, as the AWS SDK and gRPC do: the best
+    /// spread of a crowd of retrying clients (default).
+    #[default]
+    Full,
+    /// A uniform draw from `[d/2, d]`: keeps at least half the wait.
+    Equal,
+    /// Exactly `d`: deterministic, for tests.
+    None,
+}
+
+/// Exponential backoff with jitter: before retry `n` it waits
+/// `jitter(min(max, initial · multiplierⁿ⁻¹))`.
+///
+/// Defaults: 100 ms initial, ×2, at most 2 s, full jitter, so a default
+/// three-attempt call waits at most 0.1 s + 0.2 s in all, and a crowd of
+/// clients retrying after one outage spreads over that window instead of
+/// arriving together.
+///
+/// ```
+/// use std::time::Duration;
+/// use quality_gate::retry::{Backoff, ExponentialBackoff, Jitter};
+///
+/// let b = ExponentialBackoff::new(Duration::from_millis(100))
+///     .multiplier(2.0)
+///     .max_delay(Duration::from_millis(300))
+///     .jitter(Jitter::None);
+/// let waits: Vec<_> = (1..=4).map(|n| b.delay(n).as_millis()).collect();
+/// assert_eq!(waits, [100, 200, 300, 300]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExponentialBackoff {
+    initial: Duration,
+    multiplier: f64,
+    max: Duration,
+    jitter: Jitter,
+}
+
+/// The default first wait: 100 ms.
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The default cap on one wait: 2 s.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl ExponentialBackoff {
+    /// A backoff starting at `initial`, with the other defaults.
+    pub fn new(initial: Duration) -> Self {
+        ExponentialBackoff {
+            initial,
+            ..Self::default()
+        }
+    }
+
+    /// The factor between consecutive waits (default 2). Values below 1, and
+    /// NaN, are treated as 1.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The longest single wait (default 2 s).
+    pub fn max_delay(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The jitter applied to each wait (default [`Jitter::Full`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The wait before retry `retry` before jitter.
+    pub fn base_delay(&self, retry: u32) -> Duration {
+        let multiplier = if self.multiplier >= 1.0 {
+            self.multiplier
+        } else {
+            1.0
+        };
+        let exp = retry.saturating_sub(1).min(i32::MAX as u32) as i32;
+        let secs = self.initial.as_secs_f64() * multiplier.powi(exp);
+        let max = self.max.as_secs_f64();
+        if secs.is_finite() && secs < max {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.max
+        }
+    }
+}
+
+impl Default for ExponentialBackoff {
+    fn default() -> Self {
+        ExponentialBackoff {
+            initial: DEFAULT_INITIAL_BACKOFF,
+            multiplier: 2.0,
+            max: DEFAULT_MAX_BACKOFF,
+            jitter: Jitter::Full,
+        }
+    }
+}
+
+impl Backoff for ExponentialBackoff {
+    fn delay(&self, retry: u32) -> Duration {
+        let base = self.base_delay(retry);
+        match self.jitter {
+            Jitter::None => base,
+            Jitter::Full => base.mul_f64(unit()),
+            Jitter::Equal => base / 2 + (base / 2).mul_f64(unit()),
+        }
+    }
+}
+
+/// A uniform draw from `[0, 1)`. A fresh hasher seed per draw keeps clones of
+/// a policy (one per call) from all drawing the same sequence.
+fn unit() -> f64 {
+    HasherRng::new().next_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_sequence_without_jitter() {
+        let b = ExponentialBackoff::default().jitter(Jitter::None);
+        let waits: Vec<u128> = (1..=7).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_bounds_and_spreads() {
+        let b = ExponentialBackoff::default();
+        let draws: Vec<Duration> = (0..10_000).map(|_| b.delay(3)).collect();
+        assert!(draws.iter().all(|d| *d <= Duration::from_millis(400)));
+        let below_half = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(200))
+            .count();
+        // A uniform draw lands below the midpoint about half the time.
+        assert!((4_000..6_000).contains(&below_half), "{below_half}");
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 9_000);
+    }
+
+    #[test]
+    fn equal_jitter_keeps_half() {
+        let b = ExponentialBackoff::default().jitter(Jitter::Equal);
+        for _ in 0..1_000 {
+            let d = b.delay(2);
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
+        }
+    }
+
+    #[test]
+    fn odd_multipliers_do_not_panic() {
+        for m in [0.0, -3.0, f64::NAN, f64::INFINITY, 1e300] {
+            let b = ExponentialBackoff::default()
+                .multiplier(m)
+                .jitter(Jitter::None);
+            assert!(b.delay(50) <= Duration::from_secs(2), "{m}");
+        }
+    }
+}

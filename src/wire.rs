@@ -1,0 +1,244 @@
+//! The wire contract: the request the orchestrator sends and the verdict the
+//! coordinator answers with, both JSON in camelCase.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// One quality check: which agent's work on which task, touching which files.
+///
+/// Serialized exactly as the coordinator expects:
+/// `{"taskId":…,"agentId":…,"files":[…],"diffSummary":…}`.
+///
+/// ```
+/// use quality_gate::QualityRequest;
+///
+/// let req = QualityRequest::new("task-1", "agent-7")
+///     .files(["src/lib.rs"])
+///     .diff_summary("add retry budget");
+/// let json = serde_json::to_string(&req).unwrap();
+/// assert_eq!(
+///     json,
+///     r#"{"taskId":"task-1","agentId":"agent-7","files":["src/lib.rs"],"diffSummary":"add retry budget"}"#
+/// );
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityRequest {
+    /// The task the agent worked on.
+    pub task_id: String,
+    /// The agent whose work is checked.
+    pub agent_id: String,
+    /// The files the work touched, as paths relative to the repository.
+    pub files: Vec<String>,
+    /// A short human-readable summary of the diff.
+    pub diff_summary: String,
+}
+
+impl QualityRequest {
+    /// A request for `task_id` by `agent_id`, with no files and an empty summary.
+    pub fn new(task_id: impl Into<String>, agent_id: impl Into<String>) -> Self {
+        QualityRequest {
+            task_id: task_id.into(),
+            agent_id: agent_id.into(),
+            files: Vec::new(),
+            diff_summary: String::new(),
+        }
+    }
+
+    /// Sets the files the work touched.
+    pub fn files<I, S>(mut self, files: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.files = files.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the diff summary.
+    pub fn diff_summary(mut self, summary: impl Into<String>) -> Self {
+        self.diff_summary = summary.into();
+        self
+    }
+}
+
+/// The coordinator's verdict.
+///
+/// `approved: false` is a successful call with a rejection, not an error.
+/// Unknown fields are ignored; a missing or wrongly typed `approved` or `gate`
+/// makes the whole response invalid (an error, never an approval).
+///
+/// ```
+/// use quality_gate::QualityResponse;
+///
+/// let r = QualityResponse::from_json(br#"{"approved":false,"gate":"lint","extra":1}"#).unwrap();
+/// assert!(!r.approved);
+/// assert_eq!(r.gate, "lint");
+/// assert!(QualityResponse::from_json(br#"{"approved":"yes","gate":"lint"}"#).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityResponse {
+    /// Whether the work passed every gate.
+    pub approved: bool,
+    /// The gate that decided: the first failing one, or the last one passed.
+    pub gate: String,
+    /// A human-readable explanation, if the coordinator gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Per-gate results as the coordinator sent them (for example
+    /// `details.aiReview = {confidence, approved, findings}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Map<String, Value>>,
+}
+
+impl QualityResponse {
+    /// An approval by `gate`, with no message or details.
+    pub fn approved(gate: impl Into<String>) -> Self {
+        QualityResponse {
+            approved: true,
+            gate: gate.into(),
+            message: None,
+            details: None,
+        }
+    }
+
+    /// A rejection by `gate` with a message.
+    pub fn rejected(gate: impl Into<String>, message: impl Into<String>) -> Self {
+        QualityResponse {
+            approved: false,
+            gate: gate.into(),
+            message: Some(message.into()),
+            details: None,
+        }
+    }
+
+    /// Decodes a response body, classifying any failure as an invalid response.
+    pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(body).map_err(Error::invalid_json)
+    }
+}
+
+/// A request encoded once, shared by every attempt of one call: cloning it for
+/// a retry is a reference-count increment.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared(Arc<PreparedInner>);
+
+#[derive(Debug)]
+struct PreparedInner {
+    body: Bytes,
+    task_id: String,
+    agent_id: String,
+    attempts: AtomicU32,
+}
+
+impl Prepared {
+    pub(crate) fn new(req: QualityRequest) -> Self {
+        // Serializing plain strings into a Vec cannot fail.
+        let body = serde_json::to_vec(&req).unwrap_or_default();
+        Prepared(Arc::new(PreparedInner {
+            body: Bytes::from(body),
+            task_id: req.task_id,
+            agent_id: req.agent_id,
+            attempts: AtomicU32::new(0),
+        }))
+    }
+
+    pub(crate) fn body(&self) -> Bytes {
+        self.0.body.clone()
+    }
+
+    pub(crate) fn task_id(&self) -> &str {
+        &self.0.task_id
+    }
+
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.0.agent_id
+    }
+
+    /// Counts one more attempt and returns its number, starting at 1.
+    pub(crate) fn start_attempt(&self) -> u32 {
+        self.0.attempts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// How many attempts this call has started so far.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.0.attempts.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_files_serialize_as_empty_array() {
+        let v = serde_json::to_value(QualityRequest::new("t", "a")).unwrap();
+        assert_eq!(
+            v,
+            json!({"taskId": "t", "agentId": "a", "files": [], "diffSummary": ""})
+        );
+    }
+
+    #[test]
+    fn unicode_and_control_characters_round_trip() {
+        let req = QualityRequest::new("tâche-✓", "агент\u{0}\u{1b}")
+            .files(["dir/файл.rs", "emoji-🦀.md", "tab\tnew\nline"])
+            .diff_summary("\"quoted\" \\ back \u{7f} 中文");
+        let bytes = Prepared::new(req.clone()).body();
+        let back: QualityRequest = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn very_long_diff_summary_is_kept_whole() {
+        let summary = "x".repeat(4 * 1024 * 1024);
+        let req = QualityRequest::new("t", "a").diff_summary(summary.clone());
+        let back: QualityRequest = serde_json::from_slice(&Prepared::new(req).body()).unwrap();
+        assert_eq!(back.diff_summary.len(), summary.len());
+    }
+
+    #[test]
+    fn response_ignores_unknown_fields_and_keeps_details() {
+        let r = QualityResponse::from_json(
+            br#"{"approved":true,"gate":"aiReview","message":null,"details":{"aiReview":{"confidence":0.93}},"x":[1]}"#,
+        )
+        .unwrap();
+        assert!(r.approved);
+        assert_eq!(r.message, None);
+        assert_eq!(r.details.unwrap()["aiReview"]["confidence"], json!(0.93));
+    }
+
+    #[test]
+    fn response_with_bad_shape_is_invalid() {
+        for body in [
+            &br#"{"gate":"build"}"#[..],
+            br#"{"approved":"true","gate":"build"}"#,
+            br#"{"approved":true}"#,
+            br#"{"approved":true,"gate":7}"#,
+            br#"{"approved":true,"gate":"g","details":[1]}"#,
+            br#"[true,"build"]"#,
+            b"",
+            b"{not json",
+        ] {
+            let err = QualityResponse::from_json(body).unwrap_err();
+            assert!(err.is_invalid_response(), "{body:?}: {err:?}");
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[test]
+    fn prepared_counts_attempts_across_clones() {
+        let p = Prepared::new(QualityRequest::new("t", "a"));
+        let q = p.clone();
+        assert_eq!(p.start_attempt(), 1);
+        assert_eq!(q.start_attempt(), 2);
+        assert_eq!(p.attempts(), 2);
+    }
+}
