@@ -38,6 +38,8 @@ pub struct Error {
 struct Inner {
     kind: Kind,
     source: Option<BoxError>,
+    /// Attempts the call made before failing; 0 when not known.
+    attempts: u32,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,8 @@ pub enum TimeoutKind {
     Attempt,
     /// The whole call, retries and waits included, passed its deadline.
     Total,
+    /// The health check passed its own timeout.
+    Health,
     /// A timeout layer the crate does not know fired (a tower `Elapsed`).
     Unknown,
 }
@@ -133,7 +137,11 @@ impl RetryAfter {
 impl Error {
     fn new(kind: Kind, source: Option<BoxError>) -> Error {
         Error {
-            inner: Box::new(Inner { kind, source }),
+            inner: Box::new(Inner {
+                kind,
+                source,
+                attempts: 0,
+            }),
         }
     }
 
@@ -314,6 +322,21 @@ impl Error {
         }
     }
 
+    /// How many attempts the call made before it failed, when a
+    /// [`QualityClient`](crate::QualityClient) made it (a bare
+    /// [`QualityCheck`](crate::QualityCheck) makes one and does not say).
+    pub fn attempts(&self) -> Option<u32> {
+        match self.inner.attempts {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
+        self.inner.attempts = attempts;
+        self
+    }
+
     /// Whether trying again is safe and may succeed: connect and transport
     /// failures, timeouts, and the statuses 408, 429 and 5xx. Never for other
     /// 4xx, invalid or oversized responses, configuration errors or an open
@@ -348,6 +371,9 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("quality_gate::Error");
         d.field("kind", &self.inner.kind);
+        if self.inner.attempts > 0 {
+            d.field("attempts", &self.inner.attempts);
+        }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
@@ -363,6 +389,7 @@ impl fmt::Display for Error {
             Kind::Transport => f.write_str("connection to the coordinator failed"),
             Kind::Timeout(TimeoutKind::Attempt) => f.write_str("attempt timed out"),
             Kind::Timeout(TimeoutKind::Total) => f.write_str("quality check passed its deadline"),
+            Kind::Timeout(TimeoutKind::Health) => f.write_str("health check timed out"),
             Kind::Timeout(TimeoutKind::Unknown) => f.write_str("quality check timed out"),
             Kind::Status {
                 status, snippet, ..

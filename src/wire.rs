@@ -120,6 +120,11 @@ impl QualityResponse {
 
     /// Decodes a response body, classifying any failure as an invalid response.
     pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+        // serde's derived impl would also take `[true, "gate"]`; a verdict
+        // is an object.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Error::invalid("body is not a JSON object"));
+        }
         serde_json::from_slice(body).map_err(Error::invalid_json)
     }
 }

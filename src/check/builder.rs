@@ -21,6 +21,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// The default idle time after which a pooled connection is closed: 90 s,
 /// hyper-util's own default.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The default timeout of [`QualityCheck::health`]: 2 s. A health endpoint
+/// that takes longer is as good as down for a readiness probe.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The coordinator URL used when `COORDINATOR_URL` is unset: the
 /// coordinator's conventional port on this host.
 pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
@@ -56,6 +59,7 @@ pub struct QualityCheckBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    health_timeout: Duration,
 }
 
 impl QualityCheckBuilder {
@@ -71,6 +75,7 @@ impl QualityCheckBuilder {
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle_per_host: usize::MAX,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
         }
     }
 
@@ -143,6 +148,12 @@ impl QualityCheckBuilder {
         self
     }
 
+    /// The timeout of [`QualityCheck::health`] (default 2 s).
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
     /// Validates the options and builds the service.
     ///
     /// Must be called inside a Tokio runtime only if the service is then
@@ -204,6 +215,7 @@ impl QualityCheckBuilder {
             health_uri,
             headers,
             body_limit: self.body_limit,
+            health_timeout: self.health_timeout,
             secrets,
         })
     }

@@ -1,6 +1,7 @@
 //! The validated configuration one `QualityCheck` and its clones share.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
@@ -30,6 +31,7 @@ pub(crate) struct Config {
     /// Headers sent on every call; secret ones are marked sensitive.
     pub(crate) headers: HeaderMap,
     pub(crate) body_limit: usize,
+    pub(crate) health_timeout: Duration,
     /// Secret values, scrubbed from any error-body snippet the coordinator echoes them in.
     pub(crate) secrets: Vec<Secret>,
 }
@@ -62,6 +64,12 @@ impl fmt::Debug for Config {
 /// Accepts `http://host[:port][/prefix][/]`; refuses other schemes, user
 /// info, a query or a fragment, with a configuration error that says why.
 pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
+    // `Uri` drops a fragment silently; a URL with one is a mistake to report.
+    if base.contains('#') {
+        return Err(Error::config(format!(
+            "coordinator URL {base:?} must not have a fragment"
+        )));
+    }
     let uri: Uri = base
         .trim()
         .parse()

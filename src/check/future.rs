@@ -191,7 +191,7 @@ impl fmt::Debug for ResponseFuture {
 }
 
 /// Splits hyper-util's errors into "never connected" and "failed after".
-fn classify(err: legacy::Error) -> Error {
+pub(super) fn classify(err: legacy::Error) -> Error {
     if err.is_connect() {
         Error::connect(err)
     } else {

@@ -3,6 +3,7 @@
 mod builder;
 pub(crate) mod config;
 mod future;
+mod health;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tower::Service;
 
 pub use self::builder::{
     QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_COORDINATOR_URL, DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_COORDINATOR_URL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use self::future::ResponseFuture;
 pub(crate) use self::builder::env_url;

@@ -69,7 +69,8 @@ impl Future for ResponseFuture {
                 request,
                 started,
             } => {
-                let result = ready!(future.poll(cx));
+                let attempts = request.attempts();
+                let result = ready!(future.poll(cx)).map_err(|e| e.with_attempts(attempts));
                 let outcome = match &result {
                     Ok(v) if v.approved => "approved",
                     Ok(_) => "rejected",
@@ -78,7 +79,7 @@ impl Future for ResponseFuture {
                 tracing::debug!(
                     task_id = %request.task_id(),
                     agent_id = %request.agent_id(),
-                    attempts = request.attempts(),
+                    attempts,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     outcome,
                     "quality check finished"

@@ -172,3 +172,12 @@ pub(crate) struct Settings {
     pub(crate) total_timeout: Duration,
     pub(crate) concurrency_limit: Option<usize>,
 }
+
+impl QualityClient {
+    /// Asks the coordinator whether it is up; see [`QualityCheck::health`].
+    /// It bypasses the retry layer, the limit and any circuit breaker, so a
+    /// readiness probe sees the coordinator's state now.
+    pub async fn health(&self) -> Result<(), Error> {
+        self.settings.check.health().await
+    }
+}

@@ -39,7 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use self::reply::Reply;
-use self::reply::{BodyPlan, Cut, FaultBody, InFlight};
+use self::reply::{Cut, FaultBody, InFlight};
 use crate::wire::QualityRequest;
 
 type Rule = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
@@ -68,6 +68,7 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     in_flight: Arc<AtomicUsize>,
     peak: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 /// A scriptable coordinator on 127.0.0.1, shut down when dropped.
@@ -107,6 +108,7 @@ impl TestCoordinator {
             recorded: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicUsize::new(0)),
             peak: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         });
         let server = tokio::spawn(serve(listener, shared.clone()));
         Ok(TestCoordinator {
@@ -188,6 +190,11 @@ impl TestCoordinator {
         self.shared.peak.load(Ordering::SeqCst)
     }
 
+    /// How many connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     /// Forgets recorded requests and the peak.
     pub fn reset(&self) {
         lock(&self.shared.recorded).clear();
@@ -229,6 +236,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| handle(req, shared.clone()));
@@ -291,11 +299,6 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         ) {
             response.headers_mut().append(name, value);
         }
-    }
-    if let BodyPlan::CutAfter(b) = &reply.body {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len() * 2 + 2));
     }
     Ok(response)
 }

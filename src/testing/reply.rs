@@ -41,8 +41,7 @@ pub struct Reply {
 pub(crate) enum BodyPlan {
     /// These bytes, with a `Content-Length`.
     Bytes(Bytes),
-    /// `len` bytes of JSON-ish filler, streamed in 16 KiB chunks without a
-    /// `Content-Length`.
+    /// `len` bytes of filler, streamed in 16 KiB chunks with a `Content-Length`.
     Sized(u64),
     /// These bytes, one `chunk` at a time, `every` apart.
     Trickle {
@@ -122,8 +121,8 @@ impl Reply {
         self.header("content-type", content_type)
     }
 
-    /// Streams `len` bytes of filler instead of the body, without a
-    /// `Content-Length`, so only a reading cap can stop it.
+    /// Streams `len` bytes of filler (spaces) instead of the body, announced
+    /// by its `Content-Length`.
     pub fn body_of_size(mut self, len: u64) -> Reply {
         self.body = BodyPlan::Sized(len);
         self
@@ -143,7 +142,8 @@ impl Reply {
         self
     }
 
-    /// Sends the head, then body chunks forever.
+    /// Sends the head, then body chunks forever, without a `Content-Length`:
+    /// only a reading cap or a timeout stops a client.
     pub fn endless_body(mut self) -> Reply {
         self.body = BodyPlan::Endless;
         self
@@ -271,6 +271,7 @@ impl Body for FaultBody {
     fn size_hint(&self) -> SizeHint {
         match &self.plan {
             BodyPlan::Bytes(b) => SizeHint::with_exact(b.len() as u64),
+            BodyPlan::Sized(len) => SizeHint::with_exact(*len),
             BodyPlan::CutAfter(b) => SizeHint::with_exact(b.len() as u64 * 2 + 2),
             _ => SizeHint::default(),
         }

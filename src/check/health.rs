@@ -1,0 +1,57 @@
+//! The coordinator's health endpoint: `GET {base}/health`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+
+use super::future::classify;
+use super::QualityCheck;
+use crate::error::{snippet, Error, RetryAfter, TimeoutKind};
+
+/// How much of an unhealthy answer's body is read for the error's snippet.
+const HEALTH_BODY_READ: usize = 1024;
+
+impl QualityCheck {
+    /// Asks the coordinator whether it is up: `GET {base}/health`, `Ok(())`
+    /// on any 2xx, a typed error otherwise (a status error, a connect error,
+    /// or a timeout of kind [`TimeoutKind::Health`] after the health timeout,
+    /// 2 s by default).
+    ///
+    /// Sends the same credentials and headers as a check. Never retried: a
+    /// readiness probe wants the state now.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), quality_gate::Error> {
+    /// let check = quality_gate::QualityCheck::new("http://127.0.0.1:8000")?;
+    /// let ready = check.health().await.is_ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> Result<(), Error> {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = self.config.health_uri.clone();
+        *request.headers_mut() = self.config.headers.clone();
+        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        let call = async {
+            let response = self.client.request(request).await.map_err(classify)?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(RetryAfter::parse);
+            // An unreadable or long body still leaves the status to report.
+            let body = Limited::new(response.into_body(), HEALTH_BODY_READ)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let snippet = self.config.scrub(snippet(&body));
+            Err(Error::http_status(status, snippet, retry_after))
+        };
+        match tokio::time::timeout(self.config.health_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(TimeoutKind::Health)),
+        }
+    }
+}
