@@ -38,6 +38,7 @@ mod error;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod verdict;
 mod wire;
 
 pub use crate::check::{
@@ -49,6 +50,7 @@ pub use crate::client::{
     DEFAULT_TOTAL_TIMEOUT,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
+pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};
 
 /// The response futures of the crate's services.

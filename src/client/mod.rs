@@ -23,6 +23,7 @@ pub use self::future::ResponseFuture;
 use crate::check::{PreparedCheck, QualityCheck};
 use crate::error::{BoxError, Error, TimeoutKind};
 use crate::retry::RetryPolicy;
+use crate::verdict::Verdict;
 use crate::wire::{Prepared, QualityRequest, QualityResponse};
 
 type ErrFn = fn(BoxError) -> Error;
@@ -109,6 +110,12 @@ impl QualityClient {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(TimeoutKind::Total)),
         }
+    }
+
+    /// [`check`](Self::check), as a fail-closed [`Verdict`]: only an
+    /// approval by the coordinator is [`Verdict::Approved`].
+    pub async fn verdict(&self, req: QualityRequest) -> Verdict {
+        Verdict::from(self.check(req).await)
     }
 
     fn from_stack(inner: Stack, settings: Arc<Settings>) -> Self {
