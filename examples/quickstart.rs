@@ -54,7 +54,10 @@ async fn main() -> Result<(), quality_gate::Error> {
                 v.message.unwrap_or_default()
             ),
             // An error is never an approval: the work is not accepted.
-            Err(e) => println!("{task}: not accepted, coordinator error ({}): {e}", e.kind()),
+            Err(e) => println!(
+                "{task}: not accepted, coordinator error ({}): {e}",
+                e.kind()
+            ),
         }
     }
     Ok(())

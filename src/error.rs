@@ -463,7 +463,8 @@ mod tests {
     #[test]
     fn retryable_statuses() {
         let retryable = |code: u16| {
-            Error::http_status(StatusCode::from_u16(code).unwrap(), String::new(), None).is_retryable()
+            Error::http_status(StatusCode::from_u16(code).unwrap(), String::new(), None)
+                .is_retryable()
         };
         for code in [408, 429, 500, 501, 502, 503, 504, 599] {
             assert!(retryable(code), "{code}");
@@ -475,7 +476,11 @@ mod tests {
 
     #[test]
     fn boxed_error_round_trips() {
-        let boxed: BoxError = Box::new(Error::http_status(StatusCode::BAD_GATEWAY, "x".into(), None));
+        let boxed: BoxError = Box::new(Error::http_status(
+            StatusCode::BAD_GATEWAY,
+            "x".into(),
+            None,
+        ));
         let err = Error::from(boxed);
         assert_eq!(err.status(), Some(StatusCode::BAD_GATEWAY));
 
@@ -499,10 +504,7 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(5));
         let ra = RetryAfter::parse(&http::HeaderValue::from_str(&date).unwrap()).unwrap();
         assert_eq!(ra.delay_from(now), Duration::from_secs(5));
-        assert_eq!(
-            ra.delay_from(now + Duration::from_secs(60)),
-            Duration::ZERO
-        );
+        assert_eq!(ra.delay_from(now + Duration::from_secs(60)), Duration::ZERO);
         assert_eq!(
             RetryAfter::parse(&http::HeaderValue::from_static("soon")),
             None

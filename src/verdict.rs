@@ -162,10 +162,22 @@ mod tests {
 
     #[test]
     fn typed_details_never_fail() {
-        assert_eq!(response(json!({"coverage": 91.5})).coverage_percent(), Some(91.5));
-        assert_eq!(response(json!({"coverage": {"percent": 85}})).coverage_percent(), Some(85.0));
-        assert_eq!(response(json!({"coverage": "high"})).coverage_percent(), None);
-        assert_eq!(response(json!({"aiReview": {"confidence": "x"}})).ai_review(), None);
+        assert_eq!(
+            response(json!({"coverage": 91.5})).coverage_percent(),
+            Some(91.5)
+        );
+        assert_eq!(
+            response(json!({"coverage": {"percent": 85}})).coverage_percent(),
+            Some(85.0)
+        );
+        assert_eq!(
+            response(json!({"coverage": "high"})).coverage_percent(),
+            None
+        );
+        assert_eq!(
+            response(json!({"aiReview": {"confidence": "x"}})).ai_review(),
+            None
+        );
         let review = response(json!({"aiReview": {"confidence": 0.5, "approved": false, "findings": ["f"], "model": "m"}}))
             .ai_review()
             .unwrap();

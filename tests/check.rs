@@ -15,7 +15,9 @@ fn request() -> QualityRequest {
 }
 
 async fn check_once(coordinator: &TestCoordinator) -> Result<QualityResponse, quality_gate::Error> {
-    QualityCheck::new(coordinator.url())?.oneshot(request()).await
+    QualityCheck::new(coordinator.url())?
+        .oneshot(request())
+        .await
 }
 
 #[tokio::test]
@@ -71,7 +73,11 @@ async fn base_url_with_prefix_and_trailing_slash() {
         format!("{}/coordinator", coordinator.url()),
         format!("{}/coordinator/", coordinator.url()),
     ] {
-        QualityCheck::new(base).unwrap().oneshot(request()).await.unwrap();
+        QualityCheck::new(base)
+            .unwrap()
+            .oneshot(request())
+            .await
+            .unwrap();
     }
     QualityCheck::new(format!("{}/", coordinator.url()))
         .unwrap()
@@ -109,13 +115,20 @@ async fn connection_refused_is_a_retryable_connect_error() {
 async fn status_errors_carry_code_snippet_and_retryability() {
     let coordinator = TestCoordinator::start().await;
     for (code, retryable) in [(400, false), (422, false), (500, true), (503, true)] {
-        coordinator.push(Reply::raw(code, "text/plain", format!("failure {code}\n{}", "x".repeat(5000))));
+        coordinator.push(Reply::raw(
+            code,
+            "text/plain",
+            format!("failure {code}\n{}", "x".repeat(5000)),
+        ));
         let err = check_once(&coordinator).await.unwrap_err();
         assert_eq!(err.status(), Some(StatusCode::from_u16(code).unwrap()));
         assert_eq!(err.kind(), ErrorKind::Status);
         assert_eq!(err.is_retryable(), retryable, "{code}");
         let snippet = err.body_snippet().unwrap();
-        assert!(snippet.starts_with(&format!("failure {code} x")), "{snippet}");
+        assert!(
+            snippet.starts_with(&format!("failure {code} x")),
+            "{snippet}"
+        );
         assert_eq!(snippet.chars().count(), 256);
         assert!(err.to_string().contains(&code.to_string()));
     }
@@ -161,7 +174,10 @@ async fn oversized_bodies_are_refused_without_reading_them() {
     let err = check_once(&coordinator).await.unwrap_err();
     assert!(err.is_body_too_large(), "{err:?}");
     // A smaller cap applies too.
-    let small = QualityCheck::builder(coordinator.url()).body_limit(10).build().unwrap();
+    let small = QualityCheck::builder(coordinator.url())
+        .body_limit(10)
+        .build()
+        .unwrap();
     let err = small.oneshot(request()).await.unwrap_err();
     assert!(err.is_body_too_large());
     assert!(err.to_string().contains("10 bytes"));
@@ -207,7 +223,10 @@ async fn credentials_are_sent_but_never_shown() {
 #[tokio::test]
 async fn http2_prior_knowledge() {
     let coordinator = TestCoordinator::start().await;
-    let check = QualityCheck::builder(coordinator.url()).http2(true).build().unwrap();
+    let check = QualityCheck::builder(coordinator.url())
+        .http2(true)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         assert!(check.clone().oneshot(request()).await.unwrap().approved);
     }

@@ -40,7 +40,10 @@ async fn retries_503_twice_then_approves() {
     let verdict = client.check(request(1)).await.unwrap();
     assert!(verdict.approved);
     assert_eq!(coordinator.hits(), 3);
-    assert_eq!(gaps(&coordinator), [Duration::from_millis(100), Duration::from_millis(200)]);
+    assert_eq!(
+        gaps(&coordinator),
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -56,7 +59,11 @@ async fn a_rejection_is_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn client_errors_are_not_retried() {
     let coordinator = TestCoordinator::start().await;
-    for reply in [Reply::status(400), Reply::status(422), Reply::malformed_json()] {
+    for reply in [
+        Reply::status(400),
+        Reply::status(422),
+        Reply::malformed_json(),
+    ] {
         coordinator.reset();
         coordinator.always(reply);
         let client = builder(&coordinator).build().unwrap();
@@ -154,7 +161,10 @@ async fn retry_after_past_the_deadline_returns_the_server_error() {
 async fn the_limit_bounds_calls_in_flight() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::approve().delay(Duration::from_millis(10)));
-    let client = builder(&coordinator).concurrency_limit(Some(8)).build().unwrap();
+    let client = builder(&coordinator)
+        .concurrency_limit(Some(8))
+        .build()
+        .unwrap();
     let calls: Vec<_> = (0..500)
         .map(|n| {
             let client = client.clone();
@@ -172,7 +182,10 @@ async fn the_limit_bounds_calls_in_flight() {
 async fn dropped_calls_free_their_slots() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::hang());
-    let client = builder(&coordinator).concurrency_limit(Some(8)).build().unwrap();
+    let client = builder(&coordinator)
+        .concurrency_limit(Some(8))
+        .build()
+        .unwrap();
     let calls: Vec<_> = (0..100)
         .map(|n| {
             let client = client.clone();
@@ -210,7 +223,10 @@ async fn dropped_calls_free_their_slots() {
 async fn a_call_dropped_mid_backoff_frees_its_slot() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(503));
-    let client = builder(&coordinator).concurrency_limit(Some(1)).build().unwrap();
+    let client = builder(&coordinator)
+        .concurrency_limit(Some(1))
+        .build()
+        .unwrap();
     let waiting = tokio::spawn({
         let client = client.clone();
         async move { client.check(request(1)).await }
@@ -228,12 +244,21 @@ async fn a_call_dropped_mid_backoff_frees_its_slot() {
 #[tokio::test(start_paused = true)]
 async fn service_contract() {
     let coordinator = TestCoordinator::start().await;
-    let mut client = builder(&coordinator).concurrency_limit(Some(1)).build().unwrap();
+    let mut client = builder(&coordinator)
+        .concurrency_limit(Some(1))
+        .build()
+        .unwrap();
     // Called without poll_ready: a typed error, not a panic.
     let err = client.call(request(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotReady);
     // The usual way.
-    let verdict = client.ready().await.unwrap().call(request(2)).await.unwrap();
+    let verdict = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(2))
+        .await
+        .unwrap();
     assert!(verdict.approved);
     // A clone holds no slot of its own until it is made ready.
     let mut other = client.clone();
@@ -274,7 +299,10 @@ async fn retry_budget_caps_an_outage() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::status(503));
     let budget = quality_gate::retry::RetryBudget::new(Duration::from_secs(10), 0, 0.2).unwrap();
-    let client = builder(&coordinator).retry_budget(Some(budget)).build().unwrap();
+    let client = builder(&coordinator)
+        .retry_budget(Some(budget))
+        .build()
+        .unwrap();
     for n in 0..100 {
         let err = client.check(request(n)).await.unwrap_err();
         assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));

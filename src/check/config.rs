@@ -70,10 +70,9 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
             "coordinator URL {base:?} must not have a fragment"
         )));
     }
-    let uri: Uri = base
-        .trim()
-        .parse()
-        .map_err(|e| Error::config_with(format!("coordinator URL {base:?} is not a valid URL"), e))?;
+    let uri: Uri = base.trim().parse().map_err(|e| {
+        Error::config_with(format!("coordinator URL {base:?} is not a valid URL"), e)
+    })?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -94,7 +93,11 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
     }
     let authority = match uri.authority() {
         Some(a) if !a.host().is_empty() => a.clone(),
-        _ => return Err(Error::config(format!("coordinator URL {base:?} has no host"))),
+        _ => {
+            return Err(Error::config(format!(
+                "coordinator URL {base:?} has no host"
+            )))
+        }
     };
     if authority.as_str().contains('@') {
         return Err(Error::config(
@@ -136,10 +139,22 @@ mod tests {
     #[test]
     fn joins_prefixes_and_trailing_slashes() {
         for (base, want) in [
-            ("http://127.0.0.1:8000", "http://127.0.0.1:8000/api/quality/check"),
-            ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/api/quality/check"),
-            ("http://h:1/coordinator", "http://h:1/coordinator/api/quality/check"),
-            ("http://h:1/coordinator/", "http://h:1/coordinator/api/quality/check"),
+            (
+                "http://127.0.0.1:8000",
+                "http://127.0.0.1:8000/api/quality/check",
+            ),
+            (
+                "http://127.0.0.1:8000/",
+                "http://127.0.0.1:8000/api/quality/check",
+            ),
+            (
+                "http://h:1/coordinator",
+                "http://h:1/coordinator/api/quality/check",
+            ),
+            (
+                "http://h:1/coordinator/",
+                "http://h:1/coordinator/api/quality/check",
+            ),
             ("http://h:1/a/b//", "http://h:1/a/b/api/quality/check"),
             (" http://h ", "http://h/api/quality/check"),
         ] {

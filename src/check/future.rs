@@ -84,7 +84,11 @@ impl ResponseFuture {
         self.state = State::Done;
         match &result {
             Ok(verdict) => {
-                let outcome = if verdict.approved { "approved" } else { "rejected" };
+                let outcome = if verdict.approved {
+                    "approved"
+                } else {
+                    "rejected"
+                };
                 self.span.record("outcome", outcome);
                 tracing::debug!(gate = %verdict.gate, "verdict");
             }

@@ -15,12 +15,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
+pub(crate) use self::builder::env_url;
 pub use self::builder::{
     QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COORDINATOR_URL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use self::future::ResponseFuture;
-pub(crate) use self::builder::env_url;
 
 use self::config::Config;
 use crate::error::Error;

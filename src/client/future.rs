@@ -86,9 +86,9 @@ impl Future for ResponseFuture {
                 );
                 Poll::Ready(result)
             }
-            StateProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(Error::not_ready))),
+            StateProj::Failed { error } => {
+                Poll::Ready(Err(error.take().unwrap_or_else(Error::not_ready)))
+            }
         }
     }
 }

@@ -129,7 +129,13 @@ mod tests {
 
     #[test]
     fn exact_percentages_allow_their_share() {
-        for (percent, calls, want) in [(0.1, 100, 10), (0.2, 100, 20), (0.25, 100, 25), (0.5, 100, 50), (1.0, 40, 40)] {
+        for (percent, calls, want) in [
+            (0.1, 100, 10),
+            (0.2, 100, 20),
+            (0.25, 100, 25),
+            (0.5, 100, 50),
+            (1.0, 40, 40),
+        ] {
             let b = RetryBudget::new(Duration::from_secs(10), 0, percent).unwrap();
             assert_eq!(retries_allowed(&b, calls), want, "{percent}");
         }
@@ -152,7 +158,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_config_errors() {
-        for (ttl, pct) in [(0, 0.2), (61, 0.2), (10, -0.1), (10, 1000.5), (10, 0.3), (10, f32::NAN)] {
+        for (ttl, pct) in [
+            (0, 0.2),
+            (61, 0.2),
+            (10, -0.1),
+            (10, 1000.5),
+            (10, 0.3),
+            (10, f32::NAN),
+        ] {
             let err = RetryBudget::new(Duration::from_secs(ttl), 1, pct).unwrap_err();
             assert!(err.is_config(), "{ttl} {pct}");
         }

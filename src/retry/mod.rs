@@ -233,7 +233,13 @@ impl RetryPolicy {
             Err(failure) => failure,
         };
         let stop = |reason: &str| {
-            tracing::debug!(attempt, outcome = "error", error_kind = failure.kind, reason, "not retrying");
+            tracing::debug!(
+                attempt,
+                outcome = "error",
+                error_kind = failure.kind,
+                reason,
+                "not retrying"
+            );
         };
         if !failure.retryable {
             stop("not retryable");

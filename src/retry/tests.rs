@@ -13,7 +13,11 @@ use super::*;
 use crate::error::RetryAfter;
 
 fn status(code: u16, retry_after: Option<RetryAfter>) -> Error {
-    Error::http_status(StatusCode::from_u16(code).unwrap(), String::new(), retry_after)
+    Error::http_status(
+        StatusCode::from_u16(code).unwrap(),
+        String::new(),
+        retry_after,
+    )
 }
 
 fn deterministic() -> RetryPolicy {
@@ -95,11 +99,15 @@ async fn retry_after_seconds_and_date() {
     let at = SystemTime::now() + Duration::from_secs(5);
     let got = waits(&mut policy, [status(503, Some(RetryAfter::At(at)))]);
     // An HTTP date has whole seconds, and the wall clock moves on.
-    assert!(got[0] > Duration::from_secs(3) && got[0] <= Duration::from_secs(5), "{got:?}");
+    assert!(
+        got[0] > Duration::from_secs(3) && got[0] <= Duration::from_secs(5),
+        "{got:?}"
+    );
 
     // A shorter Retry-After than the backoff keeps the backoff.
     let got = waits(
-        &mut deterministic().backoff(ExponentialBackoff::new(Duration::from_secs(2)).jitter(Jitter::None)),
+        &mut deterministic()
+            .backoff(ExponentialBackoff::new(Duration::from_secs(2)).jitter(Jitter::None)),
         [status(503, Some(RetryAfter::Delay(Duration::from_secs(1))))],
     );
     assert_eq!(got, [Duration::from_secs(2)]);
@@ -108,9 +116,21 @@ async fn retry_after_seconds_and_date() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_beyond_the_cap_ends_retrying() {
     let mut policy = deterministic().max_retry_after(Duration::from_secs(10));
-    let ok = waits(&mut policy, [status(503, Some(RetryAfter::Delay(Duration::from_secs(10))))]);
+    let ok = waits(
+        &mut policy,
+        [status(
+            503,
+            Some(RetryAfter::Delay(Duration::from_secs(10))),
+        )],
+    );
     assert_eq!(ok, [Duration::from_secs(10)]);
-    let over = waits(&mut policy, [status(503, Some(RetryAfter::Delay(Duration::from_secs(11))))]);
+    let over = waits(
+        &mut policy,
+        [status(
+            503,
+            Some(RetryAfter::Delay(Duration::from_secs(11))),
+        )],
+    );
     assert!(over.is_empty());
 }
 
@@ -118,7 +138,10 @@ async fn retry_after_beyond_the_cap_ends_retrying() {
 async fn a_wait_past_the_deadline_ends_retrying() {
     let mut policy = deterministic().deadline(Some(Duration::from_secs(5)));
     // 4 s fits into 5 s from the start of the call.
-    let fits = waits(&mut policy, [status(503, Some(RetryAfter::Delay(Duration::from_secs(4))))]);
+    let fits = waits(
+        &mut policy,
+        [status(503, Some(RetryAfter::Delay(Duration::from_secs(4))))],
+    );
     assert_eq!(fits.len(), 1);
 
     // The same wait after 2 s spent in the first attempt does not.

@@ -117,7 +117,8 @@ impl Reply {
 
     /// Replaces the content type.
     pub fn content_type(mut self, content_type: &str) -> Reply {
-        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
         self.header("content-type", content_type)
     }
 
@@ -242,7 +243,11 @@ impl Body for FaultBody {
                 Poll::Ready(Some(Ok(Frame::data(FILLER.slice(..n as usize)))))
             }
             BodyPlan::Endless => Poll::Ready(Some(Ok(Frame::data(FILLER.clone())))),
-            BodyPlan::Trickle { bytes, chunk, every } => {
+            BodyPlan::Trickle {
+                bytes,
+                chunk,
+                every,
+            } => {
                 if this.sent as usize >= bytes.len() {
                     return Poll::Ready(None);
                 }
