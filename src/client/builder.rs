@@ -43,7 +43,7 @@ pub const DEFAULT_CONCURRENCY_LIMIT: usize = 64;
 ///     .layer(b.total_timeout_layer())
 ///     .layer(b.retry_layer()) // or `.retry(your_policy)`
 ///     .layer(b.attempt_timeout_layer())
-///     .map_err(Error::from) // back from tower's BoxError to the typed error
+///     .map_err(|e: quality_gate::BoxError| Error::from(e)) // back to the typed error
 ///     .service(b.check_service()?);
 /// # let _ = service; Ok(()) }
 /// ```
