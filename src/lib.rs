@@ -35,6 +35,7 @@
 mod check;
 mod client;
 mod error;
+pub mod gate;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
