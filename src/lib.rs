@@ -32,10 +32,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod breaker;
 mod check;
 mod client;
 mod error;
 pub mod gate;
+mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -52,6 +54,7 @@ pub use crate::client::{
     DEFAULT_TOTAL_TIMEOUT,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
+pub use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -137,17 +138,19 @@ pub(crate) struct Prepared(Arc<PreparedInner>);
 #[derive(Debug)]
 struct PreparedInner {
     body: Bytes,
+    request_id: Option<HeaderValue>,
     task_id: String,
     agent_id: String,
     attempts: AtomicU32,
 }
 
 impl Prepared {
-    pub(crate) fn new(req: QualityRequest) -> Self {
+    pub(crate) fn new(req: QualityRequest, request_id: Option<HeaderValue>) -> Self {
         // Serializing plain strings into a Vec cannot fail.
         let body = serde_json::to_vec(&req).unwrap_or_default();
         Prepared(Arc::new(PreparedInner {
             body: Bytes::from(body),
+            request_id,
             task_id: req.task_id,
             agent_id: req.agent_id,
             attempts: AtomicU32::new(0),
@@ -156,6 +159,10 @@ impl Prepared {
 
     pub(crate) fn body(&self) -> Bytes {
         self.0.body.clone()
+    }
+
+    pub(crate) fn request_id(&self) -> Option<&HeaderValue> {
+        self.0.request_id.as_ref()
     }
 
     pub(crate) fn task_id(&self) -> &str {
@@ -196,7 +203,7 @@ mod tests {
         let req = QualityRequest::new("tâche-✓", "агент\u{0}\u{1b}")
             .files(["dir/файл.rs", "emoji-🦀.md", "tab\tnew\nline"])
             .diff_summary("\"quoted\" \\ back \u{7f} 中文");
-        let bytes = Prepared::new(req.clone()).body();
+        let bytes = Prepared::new(req.clone(), None).body();
         let back: QualityRequest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, req);
     }
@@ -205,7 +212,8 @@ mod tests {
     fn very_long_diff_summary_is_kept_whole() {
         let summary = "x".repeat(4 * 1024 * 1024);
         let req = QualityRequest::new("t", "a").diff_summary(summary.clone());
-        let back: QualityRequest = serde_json::from_slice(&Prepared::new(req).body()).unwrap();
+        let back: QualityRequest =
+            serde_json::from_slice(&Prepared::new(req, None).body()).unwrap();
         assert_eq!(back.diff_summary.len(), summary.len());
     }
 
@@ -240,7 +248,7 @@ mod tests {
 
     #[test]
     fn prepared_counts_attempts_across_clones() {
-        let p = Prepared::new(QualityRequest::new("t", "a"));
+        let p = Prepared::new(QualityRequest::new("t", "a"), None);
         let q = p.clone();
         assert_eq!(p.start_attempt(), 1);
         assert_eq!(q.start_attempt(), 2);

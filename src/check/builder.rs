@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::config::{self, Config, Secret};
 use super::QualityCheck;
 use crate::error::Error;
+use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 
 /// The default cap on a response body: 1 MiB. A verdict is a few hundred
 /// bytes; even rich `details` stay far below this.
@@ -60,6 +61,7 @@ pub struct QualityCheckBuilder {
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
     health_timeout: Duration,
+    request_id_header: Option<String>,
 }
 
 impl QualityCheckBuilder {
@@ -76,6 +78,7 @@ impl QualityCheckBuilder {
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle_per_host: usize::MAX,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            request_id_header: Some(DEFAULT_REQUEST_ID_HEADER.to_owned()),
         }
     }
 
@@ -154,6 +157,19 @@ impl QualityCheckBuilder {
         self
     }
 
+    /// The header that carries each call's id (default `x-request-id`);
+    /// `None` sends none.
+    ///
+    /// The id is new for every call and the same on every retry of it, so a
+    /// coordinator can de-duplicate a retried check; it is also in the
+    /// tracing span of each attempt. A bare `QualityCheck` makes one attempt
+    /// per call, so there each attempt has its own id; behind a
+    /// [`QualityClient`](crate::QualityClient) retries share it.
+    pub fn request_id_header(mut self, name: Option<&str>) -> Self {
+        self.request_id_header = name.map(str::to_owned);
+        self
+    }
+
     /// Validates the options and builds the service.
     ///
     /// Must be called inside a Tokio runtime only if the service is then
@@ -209,8 +225,13 @@ impl QualityCheckBuilder {
             value.set_sensitive(true);
             headers.append(name, value);
         }
+        let request_id_header = match &self.request_id_header {
+            Some(name) => Some(config::header(name, "")?.0),
+            None => None,
+        };
         Ok(Config {
             base,
+            request_id_header,
             check_uri,
             health_uri,
             headers,

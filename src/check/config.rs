@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) headers: HeaderMap,
     pub(crate) body_limit: usize,
     pub(crate) health_timeout: Duration,
+    /// The header carrying each call's id; `None` sends none.
+    pub(crate) request_id_header: Option<HeaderName>,
     /// Secret values, scrubbed from any error-body snippet the coordinator echoes them in.
     pub(crate) secrets: Vec<Secret>,
 }

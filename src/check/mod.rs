@@ -80,6 +80,17 @@ impl QualityCheck {
         &self.config.base
     }
 
+    /// Encodes a request once for all attempts of one call, with a fresh
+    /// request id if ids are on.
+    pub(crate) fn prepare(&self, req: QualityRequest) -> Prepared {
+        let id = self
+            .config
+            .request_id_header
+            .as_ref()
+            .map(|_| crate::request_id::next());
+        Prepared::new(req, id)
+    }
+
     /// Sends one attempt of a prepared request.
     pub(crate) fn send(&self, req: &Prepared) -> ResponseFuture {
         let attempt = req.start_attempt();
@@ -87,6 +98,7 @@ impl QualityCheck {
             "quality_check",
             task_id = %req.task_id(),
             agent_id = %req.agent_id(),
+            request_id = ?req.request_id(),
             attempt,
             status = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -95,6 +107,9 @@ impl QualityCheck {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.config.check_uri.clone();
         *request.headers_mut() = self.config.headers.clone();
+        if let (Some(name), Some(id)) = (&self.config.request_id_header, req.request_id()) {
+            request.headers_mut().insert(name.clone(), id.clone());
+        }
         ResponseFuture::new(self.client.request(request), self.config.clone(), span)
     }
 }
@@ -111,7 +126,7 @@ impl Service<QualityRequest> for QualityCheck {
     }
 
     fn call(&mut self, req: QualityRequest) -> ResponseFuture {
-        self.send(&Prepared::new(req))
+        self.send(&self.prepare(req))
     }
 }
 

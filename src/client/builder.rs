@@ -7,9 +7,12 @@ use tokio::sync::Semaphore;
 use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
 use tower::retry::{Retry, RetryLayer};
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::MapErr;
+use tower::util::{Either, MapErr};
 
 use super::{attempt_error, total_error, ErrFn, QualityClient, Settings};
+use tower::Layer;
+
+use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::check::{PreparedCheck, QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
@@ -54,6 +57,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     total_timeout: Duration,
     concurrency_limit: Option<usize>,
+    circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
 impl ClientBuilder {
@@ -64,6 +68,7 @@ impl ClientBuilder {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             concurrency_limit: Some(DEFAULT_CONCURRENCY_LIMIT),
+            circuit_breaker: None,
         }
     }
 
@@ -166,6 +171,23 @@ impl ClientBuilder {
         self
     }
 
+    /// A circuit breaker around each attempt, shared by all clones (default
+    /// off). With `Some(CircuitBreakerConfig::default())`, 5 consecutive
+    /// failed attempts make every call fail at once with
+    /// [`Error::is_circuit_open`] for 30 s, then one probe decides.
+    ///
+    /// Off by default because the client already fails closed and bounds
+    /// its load on the coordinator with the retry budget, while a breaker
+    /// trades availability for that: a coordinator restart of two seconds
+    /// becomes thirty seconds of refused work. Turn it on where a failing
+    /// coordinator is slow to fail (a host that drops packets makes every
+    /// attempt wait for its timeout) or must be shielded from any traffic
+    /// while it recovers.
+    pub fn circuit_breaker(mut self, config: Option<CircuitBreakerConfig>) -> Self {
+        self.circuit_breaker = config;
+        self
+    }
+
     // ----- the layers, for a hand-built stack -----
 
     /// The configured retry policy, its deadline set to the total timeout.
@@ -194,6 +216,12 @@ impl ClientBuilder {
         GlobalConcurrencyLimitLayer::new(self.permits())
     }
 
+    /// The circuit-breaker layer with the configured settings (or the
+    /// defaults if none are set), with a new state.
+    pub fn circuit_breaker_layer(&self) -> CircuitBreakerLayer {
+        CircuitBreakerLayer::new(self.circuit_breaker.unwrap_or_default())
+    }
+
     /// The bare one-attempt service.
     pub fn check_service(&self) -> Result<QualityCheck, Error> {
         self.check.clone().build()
@@ -211,10 +239,15 @@ impl ClientBuilder {
         }
         let check = self.check_service()?;
         let policy = self.retry_policy();
-        let attempt = MapErr::new(
+        let timed = MapErr::new(
             Timeout::new(PreparedCheck(check.clone()), self.attempt_timeout),
             attempt_error as ErrFn,
         );
+        let breaker = self.circuit_breaker.map(CircuitBreakerLayer::new);
+        let attempt = match &breaker {
+            Some(layer) => Either::Left(layer.layer(timed)),
+            None => Either::Right(timed),
+        };
         let total = MapErr::new(
             Timeout::new(Retry::new(policy.clone(), attempt), self.total_timeout),
             total_error as ErrFn,
@@ -226,6 +259,7 @@ impl ClientBuilder {
             attempt_timeout: self.attempt_timeout,
             total_timeout: self.total_timeout,
             concurrency_limit: self.concurrency_limit,
+            breaker,
         };
         Ok(QualityClient::from_stack(
             ConcurrencyLimit::with_semaphore(total, semaphore),

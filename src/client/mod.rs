@@ -12,7 +12,7 @@ use std::time::Duration;
 use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
 use tower::timeout::Timeout;
-use tower::util::MapErr;
+use tower::util::{Either, MapErr};
 use tower::{Service, ServiceExt};
 
 pub use self::builder::{
@@ -20,16 +20,19 @@ pub use self::builder::{
 };
 pub use self::future::ResponseFuture;
 
+use crate::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use crate::check::{PreparedCheck, QualityCheck};
 use crate::error::{BoxError, Error, TimeoutKind};
 use crate::retry::RetryPolicy;
 use crate::verdict::Verdict;
-use crate::wire::{Prepared, QualityRequest, QualityResponse};
+use crate::wire::{QualityRequest, QualityResponse};
 
 type ErrFn = fn(BoxError) -> Error;
 
 /// One attempt, bounded by the per-attempt timeout.
-type Attempt = MapErr<Timeout<PreparedCheck>, ErrFn>;
+type Timed = MapErr<Timeout<PreparedCheck>, ErrFn>;
+/// One attempt, behind the circuit breaker when there is one.
+type Attempt = Either<CircuitBreaker<Timed>, Timed>;
 /// The whole call: retries of attempts, bounded by the overall deadline, and
 /// admitted by the shared concurrency limit.
 pub(crate) type Stack = ConcurrencyLimit<MapErr<Timeout<Retry<RetryPolicy, Attempt>>, ErrFn>>;
@@ -152,7 +155,7 @@ impl Service<QualityRequest> for QualityClient {
         if !std::mem::take(&mut self.ready) {
             return ResponseFuture::failed(Error::not_ready());
         }
-        let prepared = Prepared::new(req);
+        let prepared = self.settings.check.prepare(req);
         ResponseFuture::new(self.inner.call(prepared.clone()), prepared)
     }
 }
@@ -166,6 +169,7 @@ impl fmt::Debug for QualityClient {
             .field("attempt_timeout", &s.attempt_timeout)
             .field("total_timeout", &s.total_timeout)
             .field("concurrency_limit", &s.concurrency_limit)
+            .field("circuit_breaker", &s.breaker)
             .finish()
     }
 }
@@ -178,6 +182,7 @@ pub(crate) struct Settings {
     pub(crate) attempt_timeout: Duration,
     pub(crate) total_timeout: Duration,
     pub(crate) concurrency_limit: Option<usize>,
+    pub(crate) breaker: Option<CircuitBreakerLayer>,
 }
 
 impl QualityClient {
@@ -186,5 +191,13 @@ impl QualityClient {
     /// readiness probe sees the coordinator's state now.
     pub async fn health(&self) -> Result<(), Error> {
         self.settings.check.health().await
+    }
+
+    /// The circuit breaker's state, or `None` when the client has none.
+    pub fn circuit_state(&self) -> Option<CircuitState> {
+        self.settings
+            .breaker
+            .as_ref()
+            .map(CircuitBreakerLayer::state)
     }
 }
