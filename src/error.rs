@@ -58,6 +58,7 @@ enum Kind {
         limit: usize,
     },
     CircuitOpen,
+    NoReplica,
     NotReady,
     Other,
 }
@@ -201,6 +202,11 @@ impl Error {
         Error::new(Kind::CircuitOpen, None)
     }
 
+    /// Every replica behind the balancer is ejected: a circuit-open error.
+    pub(crate) fn no_replica() -> Error {
+        Error::new(Kind::NoReplica, None)
+    }
+
     pub(crate) fn not_ready() -> Error {
         Error::new(Kind::NotReady, None)
     }
@@ -227,7 +233,7 @@ impl Error {
             Kind::Status { .. } => ErrorKind::Status,
             Kind::InvalidResponse(_) => ErrorKind::InvalidResponse,
             Kind::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
-            Kind::CircuitOpen => ErrorKind::CircuitOpen,
+            Kind::CircuitOpen | Kind::NoReplica => ErrorKind::CircuitOpen,
             Kind::NotReady => ErrorKind::NotReady,
             Kind::Other => ErrorKind::Other,
         }
@@ -284,9 +290,10 @@ impl Error {
         matches!(self.inner.kind, Kind::BodyTooLarge { .. })
     }
 
-    /// True when a circuit breaker failed the call without sending it.
+    /// True when a circuit breaker failed the call without sending it
+    /// (the client's breaker, or every replica ejected).
     pub fn is_circuit_open(&self) -> bool {
-        matches!(self.inner.kind, Kind::CircuitOpen)
+        matches!(self.inner.kind, Kind::CircuitOpen | Kind::NoReplica)
     }
 
     /// The HTTP status the coordinator answered with, for status errors.
@@ -353,6 +360,7 @@ impl Error {
             | Kind::InvalidResponse(_)
             | Kind::BodyTooLarge { .. }
             | Kind::CircuitOpen
+            | Kind::NoReplica
             | Kind::NotReady
             | Kind::Other => false,
         }
@@ -405,6 +413,7 @@ impl fmt::Display for Error {
                 write!(f, "coordinator response body is larger than {limit} bytes")
             }
             Kind::CircuitOpen => f.write_str("circuit open: coordinator calls are failing fast"),
+            Kind::NoReplica => f.write_str("circuit open: every coordinator replica is failing"),
             Kind::NotReady => f.write_str("service called before poll_ready returned ready"),
             Kind::Other => f.write_str("quality check failed"),
         }

@@ -50,8 +50,8 @@ pub use crate::check::{
     DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use crate::client::{
-    ClientBuilder, QualityClient, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT,
-    DEFAULT_TOTAL_TIMEOUT,
+    ClientBuilder, Hedging, QualityClient, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT,
+    DEFAULT_REPLICA_EJECTION, DEFAULT_TOTAL_TIMEOUT,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
 pub use crate::request_id::DEFAULT_REQUEST_ID_HEADER;

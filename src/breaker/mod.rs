@@ -12,11 +12,13 @@ mod future;
 mod layer;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 pub use self::future::ResponseFuture;
@@ -30,6 +32,9 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 /// The default time the circuit stays open before one probe is let through:
 /// 30 s, the coordinator's own cooldown.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// How often an ejected replica looks again while another call probes it.
+const HALF_OPEN_RECHECK: Duration = Duration::from_millis(50);
 
 /// The state of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +106,9 @@ pub struct CircuitBreaker<S> {
     shared: Arc<Shared>,
     /// Whether `poll_ready` drove the inner service ready for the next call.
     inner_ready: bool,
+    /// In ejecting mode (one replica behind a balancer), `poll_ready` is
+    /// pending while the circuit is open, and this timer wakes it.
+    ejecting: Option<Pin<Box<Sleep>>>,
 }
 
 pub(crate) struct Shared {
@@ -148,12 +156,16 @@ impl Shared {
         }
     }
 
-    /// Whether a call would be refused right now, without admitting it.
-    fn refuses(&self) -> bool {
+    /// Whether a call would be refused right now, without admitting it, and
+    /// if so when to look again.
+    fn refuses(&self) -> Option<Instant> {
+        let now = Instant::now();
         match *self.lock() {
-            State::Closed { .. } => false,
-            State::Open { until } => Instant::now() < until,
-            State::HalfOpen => true,
+            State::Closed { .. } => None,
+            State::Open { until } if now >= until => None,
+            State::Open { until } => Some(until),
+            // The probe decides soon; there is no deadline to wait for.
+            State::HalfOpen => Some(now + HALF_OPEN_RECHECK),
         }
     }
 
@@ -229,6 +241,16 @@ impl<S> CircuitBreaker<S> {
             inner,
             shared,
             inner_ready: false,
+            ejecting: None,
+        }
+    }
+
+    /// A breaker for one replica behind a balancer: instead of failing calls
+    /// while open, it is not ready, so the balancer sends calls elsewhere.
+    pub(crate) fn ejecting(inner: S, config: CircuitBreakerConfig) -> Self {
+        CircuitBreaker {
+            ejecting: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
+            ..CircuitBreaker::new(inner, config)
         }
     }
 
@@ -257,7 +279,11 @@ impl<S> CircuitBreaker<S> {
 impl<S: Clone> Clone for CircuitBreaker<S> {
     fn clone(&self) -> Self {
         // A clone shares the state but not the readiness of this instance.
-        CircuitBreaker::with_shared(self.inner.clone(), self.shared.clone())
+        let mut clone = CircuitBreaker::with_shared(self.inner.clone(), self.shared.clone());
+        if self.ejecting.is_some() {
+            clone.ejecting = Some(Box::pin(tokio::time::sleep(Duration::ZERO)));
+        }
+        clone
     }
 }
 
@@ -273,9 +299,16 @@ where
         if self.inner_ready {
             return Poll::Ready(Ok(()));
         }
-        if self.shared.refuses() {
-            // Ready at once: the call will fail fast without the inner service.
-            return Poll::Ready(Ok(()));
+        if let Some(until) = self.shared.refuses() {
+            let Some(wake) = &mut self.ejecting else {
+                // Ready at once: the call will fail fast without the inner service.
+                return Poll::Ready(Ok(()));
+            };
+            wake.as_mut().reset(until);
+            if wake.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The cooldown is over: fall through and probe.
         }
         let ready = self.inner.poll_ready(cx);
         if let Poll::Ready(Ok(())) = ready {

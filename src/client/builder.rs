@@ -9,6 +9,7 @@ use tower::retry::{Retry, RetryLayer};
 use tower::timeout::{Timeout, TimeoutLayer};
 use tower::util::{Either, MapErr};
 
+use super::replicas::{self, Hedging, DEFAULT_REPLICA_EJECTION};
 use super::{attempt_error, total_error, ErrFn, QualityClient, Settings};
 use tower::Layer;
 
@@ -28,6 +29,10 @@ pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// 64, enough for a busy orchestrator, few enough not to swamp a coordinator
 /// that runs a build per call.
 pub const DEFAULT_CONCURRENCY_LIMIT: usize = 64;
+
+/// The queue in front of the balancer or hedge when the client has no
+/// concurrency limit to size it.
+const DEFAULT_QUEUE: usize = 1024;
 
 /// Builds a [`QualityClient`]; every option has a documented default and is
 /// validated by [`build`](ClientBuilder::build).
@@ -58,6 +63,9 @@ pub struct ClientBuilder {
     total_timeout: Duration,
     concurrency_limit: Option<usize>,
     circuit_breaker: Option<CircuitBreakerConfig>,
+    replica_urls: Vec<String>,
+    replica_ejection: CircuitBreakerConfig,
+    hedging: Option<Hedging>,
 }
 
 impl ClientBuilder {
@@ -69,6 +77,9 @@ impl ClientBuilder {
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             concurrency_limit: Some(DEFAULT_CONCURRENCY_LIMIT),
             circuit_breaker: None,
+            replica_urls: Vec::new(),
+            replica_ejection: DEFAULT_REPLICA_EJECTION,
+            hedging: None,
         }
     }
 
@@ -188,6 +199,58 @@ impl ClientBuilder {
         self
     }
 
+    // ----- replicas -----
+
+    /// Balances attempts over several coordinator replicas with tower's
+    /// power-of-two-choices balancer (least pending requests), in place of
+    /// the single base URL. Every replica gets the same options.
+    ///
+    /// A replica that fails 3 attempts in a row (connection refused, 5xx,
+    /// its attempt timeout…) is ejected for 10 s
+    /// ([`replica_ejection`](Self::replica_ejection)), so a dead replica is
+    /// avoided while the healthy ones serve; when every replica is ejected,
+    /// calls fail at once with [`Error::is_circuit_open`]. Retries of a call
+    /// are balanced too, so they usually reach another replica.
+    ///
+    /// The balancer runs behind a `tower::buffer::Buffer`, whose worker is a
+    /// task: [`build`](Self::build) must then run inside a Tokio runtime.
+    ///
+    /// ```
+    /// use quality_gate::QualityClient;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// let client = QualityClient::builder("http://10.0.0.1:8000")
+    ///     .base_urls(["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"])
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn base_urls<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.replica_urls = urls.into_iter().map(Into::into).collect();
+        if let Some(first) = self.replica_urls.first() {
+            self.check = self.check.base_url(first.clone());
+        }
+        self
+    }
+
+    /// When a replica is taken out of the balancer, and for how long
+    /// (default [`DEFAULT_REPLICA_EJECTION`]: 3 failures, 10 s).
+    pub fn replica_ejection(mut self, config: CircuitBreakerConfig) -> Self {
+        self.replica_ejection = config;
+        self
+    }
+
+    /// Sends a second copy of an attempt that is slower than most (default
+    /// off); see [`Hedging`] for when that is worth its load. Like
+    /// balancing, it needs a Tokio runtime at build time.
+    pub fn hedging(mut self, hedging: Option<Hedging>) -> Self {
+        self.hedging = hedging;
+        self
+    }
+
     // ----- the layers, for a hand-built stack -----
 
     /// The configured retry policy, its deadline set to the total timeout.
@@ -239,8 +302,27 @@ impl ClientBuilder {
         }
         let check = self.check_service()?;
         let policy = self.retry_policy();
+        let target = if self.replica_urls.len() <= 1 && self.hedging.is_none() {
+            Either::Left(PreparedCheck(check.clone()))
+        } else {
+            let checks = if self.replica_urls.len() <= 1 {
+                vec![check.clone()]
+            } else {
+                self.replica_urls
+                    .iter()
+                    .map(|url| self.check.clone().base_url(url.clone()).build())
+                    .collect::<Result<_, _>>()?
+            };
+            Either::Right(replicas::routed(
+                checks,
+                self.attempt_timeout,
+                self.replica_ejection,
+                self.hedging,
+                self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
+            )?)
+        };
         let timed = MapErr::new(
-            Timeout::new(PreparedCheck(check.clone()), self.attempt_timeout),
+            Timeout::new(target, self.attempt_timeout),
             attempt_error as ErrFn,
         );
         let breaker = self.circuit_breaker.map(CircuitBreakerLayer::new);
@@ -260,6 +342,12 @@ impl ClientBuilder {
             total_timeout: self.total_timeout,
             concurrency_limit: self.concurrency_limit,
             breaker,
+            replicas: self
+                .replica_urls
+                .iter()
+                .filter_map(|u| u.parse().ok())
+                .collect(),
+            hedging: self.hedging,
         };
         Ok(QualityClient::from_stack(
             ConcurrencyLimit::with_semaphore(total, semaphore),

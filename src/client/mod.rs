@@ -3,6 +3,7 @@
 
 mod builder;
 mod future;
+mod replicas;
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub use self::builder::{
     ClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_TOTAL_TIMEOUT,
 };
 pub use self::future::ResponseFuture;
+use self::replicas::Routed;
+pub use self::replicas::{Hedging, DEFAULT_REPLICA_EJECTION};
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use crate::check::{PreparedCheck, QualityCheck};
@@ -29,8 +32,11 @@ use crate::wire::{QualityRequest, QualityResponse};
 
 type ErrFn = fn(BoxError) -> Error;
 
+/// Where an attempt goes: the one coordinator, or the balanced and/or
+/// hedged replicas.
+type Target = Either<PreparedCheck, Routed>;
 /// One attempt, bounded by the per-attempt timeout.
-type Timed = MapErr<Timeout<PreparedCheck>, ErrFn>;
+type Timed = MapErr<Timeout<Target>, ErrFn>;
 /// One attempt, behind the circuit breaker when there is one.
 type Attempt = Either<CircuitBreaker<Timed>, Timed>;
 /// The whole call: retries of attempts, bounded by the overall deadline, and
@@ -170,6 +176,8 @@ impl fmt::Debug for QualityClient {
             .field("total_timeout", &s.total_timeout)
             .field("concurrency_limit", &s.concurrency_limit)
             .field("circuit_breaker", &s.breaker)
+            .field("replicas", &s.replicas)
+            .field("hedging", &s.hedging)
             .finish()
     }
 }
@@ -183,6 +191,8 @@ pub(crate) struct Settings {
     pub(crate) total_timeout: Duration,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) breaker: Option<CircuitBreakerLayer>,
+    pub(crate) replicas: Vec<http::Uri>,
+    pub(crate) hedging: Option<Hedging>,
 }
 
 impl QualityClient {

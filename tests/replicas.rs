@@ -1,0 +1,152 @@
+//! Several coordinator replicas: balancing, ejection of a dead one, and
+//! hedging past a slow one.
+
+use std::time::Duration;
+
+use quality_gate::retry::{ExponentialBackoff, Jitter};
+use quality_gate::testing::{Reply, TestCoordinator};
+use quality_gate::{Hedging, QualityClient, QualityRequest};
+use tokio::time::Instant;
+
+fn request(n: usize) -> QualityRequest {
+    QualityRequest::new(format!("task-{n}"), "agent-1")
+}
+
+async fn replicas(n: usize) -> Vec<TestCoordinator> {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(TestCoordinator::start().await);
+    }
+    all
+}
+
+fn client(replicas: &[TestCoordinator]) -> QualityClient {
+    QualityClient::builder(replicas[0].url())
+        .base_urls(replicas.iter().map(TestCoordinator::url))
+        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+        .retry_budget(None)
+        .build()
+        .unwrap()
+}
+
+async fn run(client: &QualityClient, calls: std::ops::Range<usize>) -> usize {
+    let handles: Vec<_> = calls
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.check(request(n)).await })
+        })
+        .collect();
+    let mut approved = 0;
+    for h in handles {
+        if h.await.unwrap().is_ok_and(|v| v.approved) {
+            approved += 1;
+        }
+    }
+    approved
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_are_spread_over_replicas() {
+    let replicas = replicas(3).await;
+    for r in &replicas {
+        r.always(Reply::approve().delay(Duration::from_millis(5)));
+    }
+    let client = client(&replicas);
+    assert_eq!(run(&client, 0..300).await, 300);
+    let hits: Vec<usize> = replicas.iter().map(TestCoordinator::hits).collect();
+    assert_eq!(hits.iter().sum::<usize>(), 300);
+    assert!(hits.iter().all(|h| *h >= 50), "{hits:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_replica_is_avoided() {
+    let mut replicas = replicas(3).await;
+    for r in &replicas {
+        r.always(Reply::approve().delay(Duration::from_millis(5)));
+    }
+    let client = client(&replicas);
+    assert_eq!(run(&client, 0..100).await, 100);
+
+    // Kill one mid-run: every later call still gets its verdict.
+    let dead = replicas.remove(1);
+    drop(dead);
+    for r in &replicas {
+        r.reset();
+    }
+    assert_eq!(run(&client, 100..400).await, 300);
+    let live: usize = replicas.iter().map(TestCoordinator::hits).sum();
+    assert_eq!(live, 300);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_replicas_down_fails_fast_once_ejected() {
+    let replicas = replicas(2).await;
+    let urls: Vec<String> = replicas.iter().map(TestCoordinator::url).collect();
+    drop(replicas);
+    let client = QualityClient::builder(urls[0].clone())
+        .base_urls(urls)
+        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+        .retry_budget(None)
+        .build()
+        .unwrap();
+    // The first calls find connection refused and eject both replicas.
+    for n in 0..3 {
+        let err = client.check(request(n)).await.unwrap_err();
+        assert!(err.is_connect() || err.is_circuit_open(), "{err:?}");
+    }
+    let start = Instant::now();
+    let err = client.check(request(9)).await.unwrap_err();
+    assert!(err.is_circuit_open(), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_overtakes_a_slow_replica() {
+    let replicas = replicas(2).await;
+    replicas[0].always(Reply::approve().delay(Duration::from_secs(2)));
+    replicas[1].always(Reply::approve().delay(Duration::from_millis(10)));
+    let hedging = Hedging {
+        percentile: 0.3,
+        min_data_points: 10,
+        period: Duration::from_secs(5),
+    };
+    let hedged = QualityClient::builder(replicas[0].url())
+        .base_urls(replicas.iter().map(TestCoordinator::url))
+        .hedging(Some(hedging))
+        .build()
+        .unwrap();
+    // Warm up the latency histogram (about half the calls take 10 ms, half
+    // 2 s), then let it rotate into view: hedging reads the previous period.
+    let start = Instant::now();
+    assert_eq!(run(&hedged, 0..50).await, 50);
+    tokio::time::advance(Duration::from_millis(5500) - start.elapsed()).await;
+
+    // Sequential calls: without hedging, those sent to the slow replica
+    // would take 2 s each.
+    for n in 0..20 {
+        let start = Instant::now();
+        assert!(hedged.check(request(n)).await.unwrap().approved);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn replicas_need_a_runtime_and_valid_urls() {
+    let bad =
+        QualityClient::builder("http://127.0.0.1:1").base_urls(["http://127.0.0.1:1", "ftp://x"]);
+    assert!(bad.build().unwrap_err().is_config());
+    let no_runtime = std::thread::spawn(|| {
+        QualityClient::builder("http://127.0.0.1:1")
+            .base_urls(["http://127.0.0.1:1", "http://127.0.0.1:2"])
+            .build()
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(no_runtime.is_config());
+}
