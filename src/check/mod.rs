@@ -98,7 +98,7 @@ impl QualityCheck {
             "quality_check",
             task_id = %req.task_id(),
             agent_id = %req.agent_id(),
-            request_id = ?req.request_id(),
+            request_id = req.request_id().and_then(|id| id.to_str().ok()).unwrap_or(""),
             attempt,
             status = tracing::field::Empty,
             outcome = tracing::field::Empty,

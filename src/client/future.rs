@@ -23,6 +23,9 @@ pin_project! {
     pub struct ResponseFuture {
         #[pin]
         state: State,
+        // The call's span, entered while the stack is polled, so the retry
+        // policy's events carry the call's identity.
+        span: tracing::Span,
     }
 }
 
@@ -42,8 +45,9 @@ pin_project! {
 }
 
 impl ResponseFuture {
-    pub(super) fn new(future: StackFuture, request: Prepared) -> Self {
+    pub(super) fn new(future: StackFuture, request: Prepared, span: tracing::Span) -> Self {
         ResponseFuture {
+            span,
             state: State::Called {
                 future,
                 request,
@@ -55,6 +59,7 @@ impl ResponseFuture {
     pub(super) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
+            span: tracing::Span::none(),
         }
     }
 }
@@ -63,7 +68,9 @@ impl Future for ResponseFuture {
     type Output = Result<QualityResponse, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.state.project() {
             StateProj::Called {
                 future,
                 request,
@@ -77,8 +84,6 @@ impl Future for ResponseFuture {
                     Err(e) => e.kind().as_str(),
                 };
                 tracing::debug!(
-                    task_id = %request.task_id(),
-                    agent_id = %request.agent_id(),
                     attempts,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     outcome,

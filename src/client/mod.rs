@@ -162,7 +162,14 @@ impl Service<QualityRequest> for QualityClient {
             return ResponseFuture::failed(Error::not_ready());
         }
         let prepared = self.settings.check.prepare(req);
-        ResponseFuture::new(self.inner.call(prepared.clone()), prepared)
+        let span = tracing::debug_span!(
+            "quality_gate",
+            task_id = %prepared.task_id(),
+            agent_id = %prepared.agent_id(),
+            request_id = prepared.request_id().and_then(|id| id.to_str().ok()).unwrap_or(""),
+        );
+        let future = span.in_scope(|| self.inner.call(prepared.clone()));
+        ResponseFuture::new(future, prepared, span)
     }
 }
 
