@@ -322,6 +322,13 @@ where
         // circuit closed between poll_ready and call) is refused too: the
         // inner service must not be called unready.
         let inner_ready = std::mem::take(&mut self.inner_ready);
+        if inner_ready && self.ejecting.is_some() {
+            // A balancer chose this replica while it was ready; failures of
+            // calls in flight may have opened the circuit since. Refusing
+            // now would fail the call for good, so let it through.
+            let admission = self.shared.admit().unwrap_or(Admission::Normal);
+            return ResponseFuture::admitted(self.inner.call(req), self.shared.clone(), admission);
+        }
         match self.shared.admit() {
             Some(admission) if inner_ready => {
                 ResponseFuture::admitted(self.inner.call(req), self.shared.clone(), admission)

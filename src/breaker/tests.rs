@@ -16,27 +16,33 @@ fn status(code: u16) -> Error {
 
 /// An inner service answering with `status(code)` for each `code` it is
 /// given (200 answers Ok), counting its calls.
-fn inner(
-    calls: Arc<AtomicUsize>,
-) -> impl Service<u16, Response = (), Error = Error, Future = impl Send> + Clone {
-    tower::service_fn(move |code: u16| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if code == 200 {
-                Ok(())
-            } else {
-                Err(status(code))
-            }
-        }
-    })
+#[derive(Clone, Debug)]
+struct Answers(Arc<AtomicUsize>);
+
+impl Service<u16> for Answers {
+    type Response = ();
+    type Error = Error;
+    type Future = std::future::Ready<Result<(), Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, code: u16) -> Self::Future {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(if code == 200 {
+            Ok(())
+        } else {
+            Err(status(code))
+        })
+    }
 }
 
-fn breaker(
-    threshold: u32,
-) -> (
-    CircuitBreaker<impl Service<u16, Response = (), Error = Error> + Clone>,
-    Arc<AtomicUsize>,
-) {
+fn inner(calls: Arc<AtomicUsize>) -> Answers {
+    Answers(calls)
+}
+
+fn breaker(threshold: u32) -> (CircuitBreaker<Answers>, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let config = CircuitBreakerConfig {
         failure_threshold: threshold,
@@ -237,4 +243,37 @@ async fn poll_ready_drives_the_inner_service_when_closed() {
     assert_ready!(ready.poll()).unwrap();
     drop(ready);
     svc.call(()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_replica_is_not_ready_until_the_cooldown_ends() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = CircuitBreakerConfig {
+        failure_threshold: 2,
+        cooldown: Duration::from_secs(10),
+    };
+    let mut svc = CircuitBreaker::ejecting(inner(calls.clone()), config);
+    // Made ready while closed; two failures elsewhere open it before the
+    // call. The call still goes through: the balancer already chose it.
+    let mut other = svc.clone();
+    svc.ready().await.unwrap();
+    for _ in 0..2 {
+        other.ready().await.unwrap().call(503).await.unwrap_err();
+    }
+    assert_eq!(svc.state(), CircuitState::Open);
+    svc.call(200).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Open: not ready, so a balancer sends calls elsewhere.
+    let mut ready = task::spawn(svc.ready());
+    assert_pending!(ready.poll());
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert_pending!(ready.poll());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(ready.is_woken());
+    assert!(matches!(ready.poll(), std::task::Poll::Ready(Ok(_))));
+    drop(ready);
+    // The first call after the cooldown is the probe.
+    svc.call(200).await.unwrap();
+    assert_eq!(svc.state(), CircuitState::Closed);
 }
