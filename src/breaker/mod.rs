@@ -1,12 +1,17 @@
 //! A circuit breaker: after repeated failures, fail calls at once for a
 //! while instead of sending them to a coordinator that is down.
 //!
-//! tower has no breaker. The crates that offer one for tower 0.5 either
-//! count failures in a sliding window with their own error types or pull in
-//! a metrics stack; the behaviour asked of this one (the coordinator's own
-//! numbers, a typed `is_circuit_open()` error that the retry policy does not
-//! retry, exactly one probe, a state shared by every clone) is small enough
-//! to own, and its tests pin it down.
+//! tower has no breaker. Of the crates that offer one for tower 0.5,
+//! `tower-circuitbreaker` 0.2 (from the tower-resilience family) opens on a
+//! failure *rate* over a sliding window and returns its own
+//! `CircuitBreakerError` wrapping the inner error, and `camel-processor`'s
+//! breaker comes with an integration framework. What is asked here is the
+//! coordinator's own model (N *consecutive* failures, a cooldown, one
+//! probe), an error that stays this crate's typed [`Error`] with
+//! `is_circuit_open()` and `is_retryable() == false`, a state shared by all
+//! clones, and a second mode for replicas behind the balancer (not ready
+//! instead of failing). That is about two hundred lines with tests; owning
+//! them costs less than adapting either crate.
 
 mod future;
 mod layer;
