@@ -1,0 +1,254 @@
+//! An agent orchestrator on axum 0.8 that asks the quality gate before it
+//! accepts a task's completion.
+//!
+//! - `POST /tasks/{task_id}/complete` takes `{"agentId", "files",
+//!   "diffSummary"}`, calls the gate through the `QualityClient` in the
+//!   router state, and answers 200 with the verdict when approved, 422 with
+//!   the gate's message when rejected, and 504 / 503 / 502 when the
+//!   coordinator timed out / could not be reached / failed otherwise.
+//! - `POST /gated/tasks/{task_id}/complete` is the same flow with the check
+//!   done by `QualityGateLayer` as a `route_layer`: the handler runs only for
+//!   approved work.
+//!
+//! A malformed body gets a 400 on both routes. Without `COORDINATOR_URL` it
+//! starts an in-process coordinator that approves `task-approved`, rejects
+//! `task-rejected` and fails on `task-failing`. It then serves on
+//! 127.0.0.1:0, sends itself those requests with a hyper client, prints and
+//! checks the answers, and exits; with `--serve` it keeps serving.
+//!
+//! ```text
+//! cargo run --example axum_orchestrator
+//! cargo run --example axum_orchestrator -- --serve
+//! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example axum_orchestrator
+//! ```
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use quality_gate::gate::QualityGateLayer;
+use quality_gate::testing::{Reply, TestCoordinator};
+use quality_gate::{QualityClient, QualityRequest, Verdict};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The router's state: one client, shared (its clones share the connection
+/// pool, the concurrency limit and the retry budget).
+#[derive(Clone)]
+struct AppState {
+    client: QualityClient,
+}
+
+/// What an agent sends when it says a task is done.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Completion {
+    agent_id: String,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    diff_summary: String,
+}
+
+impl Completion {
+    fn into_check(self, task_id: String) -> QualityRequest {
+        QualityRequest::new(task_id, self.agent_id)
+            .files(self.files)
+            .diff_summary(self.diff_summary)
+    }
+}
+
+fn router(client: QualityClient) -> Router {
+    let gated = Router::new()
+        .route("/gated/tasks/{task_id}/complete", post(accepted))
+        .route_layer(QualityGateLayer::new(client.clone(), derive_check).reject_with(not_accepted));
+    Router::new()
+        .route("/tasks/{task_id}/complete", post(complete))
+        .with_state(AppState { client })
+        .merge(gated)
+}
+
+/// The first route: the handler asks the gate itself.
+async fn complete(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    completion: Result<Json<Completion>, JsonRejection>,
+) -> Response {
+    let Json(completion) = match completion {
+        Ok(completion) => completion,
+        // An oversized body stays a 413; anything else malformed is a 400.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return invalid(StatusCode::PAYLOAD_TOO_LARGE, &rejection.body_text())
+        }
+        Err(rejection) => return invalid(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
+    match state
+        .client
+        .verdict(completion.into_check(task_id.clone()))
+        .await
+    {
+        Verdict::Approved(v) => (
+            StatusCode::OK,
+            Json(
+                json!({"accepted": true, "taskId": task_id, "gate": v.gate, "message": v.message}),
+            ),
+        )
+            .into_response(),
+        // Not approved, for whatever reason: the work is not accepted.
+        verdict => not_accepted(verdict),
+    }
+}
+
+/// The second route's handler: behind the gate, so the work was approved;
+/// it still gets the whole body the gate read.
+async fn accepted(Path(task_id): Path<String>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Completion>(&body) {
+        Ok(c) => Json(json!({"accepted": true, "taskId": task_id, "agentId": c.agent_id}))
+            .into_response(),
+        Err(e) => invalid(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// How the gate layer derives its check: reads the body (at most 1 MiB),
+/// and rebuilds the request around it for the handler.
+async fn derive_check(req: Request) -> Result<(QualityRequest, Request), Response> {
+    let (mut parts, body) = req.into_parts();
+    let Path(task_id) = Path::<String>::from_request_parts(&mut parts, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|_| invalid(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 1 MiB"))?;
+    let completion: Completion = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let check = completion.into_check(task_id);
+    Ok((check, Request::from_parts(parts, Body::from(bytes))))
+}
+
+/// A rejection or a failed check, as the orchestrator answers it.
+fn not_accepted(verdict: Verdict) -> Response {
+    let (status, body) = match verdict {
+        Verdict::Rejected { gate, message, .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"accepted": false, "gate": gate, "message": message}),
+        ),
+        Verdict::Unavailable { error } => {
+            let status = if error.is_timeout() {
+                StatusCode::GATEWAY_TIMEOUT
+            } else if error.is_circuit_open() || error.is_connect() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            let body = json!({"accepted": false, "error": error.to_string(), "kind": error.kind().as_str()});
+            (status, body)
+        }
+        // The gate never rejects with an approval; answer loudly if it did.
+        Verdict::Approved(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"accepted": false}),
+        ),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A completion the orchestrator could not read.
+fn invalid(status: StatusCode, reason: &str) -> Response {
+    let body = json!({"accepted": false, "error": format!("invalid completion: {reason}")});
+    (status, Json(body)).into_response()
+}
+
+/// The in-process coordinator's script: the task id says what happens.
+async fn local_coordinator() -> TestCoordinator {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
+        Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
+        Some("task-failing") => Reply::status(500),
+        _ => Reply::approve(),
+    });
+    coordinator
+}
+
+const COMPLETION: &str =
+    r#"{"agentId":"agent-7","files":["src/lib.rs"],"diffSummary":"add the parser"}"#;
+
+/// Sends the requests a user would, prints the answers, and checks the
+/// statuses: exact ones against the in-process coordinator, plausible ones
+/// against a real one.
+async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let cases: [(&str, &str, u16); 7] = [
+        ("/tasks/task-approved/complete", COMPLETION, 200),
+        ("/tasks/task-rejected/complete", COMPLETION, 422),
+        ("/tasks/task-failing/complete", COMPLETION, 502),
+        ("/tasks/task-approved/complete", "{not json", 400),
+        ("/gated/tasks/task-approved/complete", COMPLETION, 200),
+        ("/gated/tasks/task-rejected/complete", COMPLETION, 422),
+        (
+            "/gated/tasks/task-approved/complete",
+            r#"{"files":[]}"#,
+            400,
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let req = http::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+        let response = client.request(req).await?;
+        let status = response.status().as_u16();
+        let text = response.into_body().collect().await?.to_bytes();
+        println!("POST {path} -> {status} {}", String::from_utf8_lossy(&text));
+        let ok = if scripted || expected == 400 {
+            status == expected
+        } else {
+            [200, 422, 502, 503, 504].contains(&status)
+        };
+        if !ok {
+            return Err(format!("POST {path}: expected {expected}, got {status}").into());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let serve = std::env::args().any(|a| a == "--serve");
+    // Keep the in-process coordinator alive until the end of main.
+    let (local, url) = match std::env::var("COORDINATOR_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let coordinator = local_coordinator().await;
+            let url = coordinator.url();
+            println!("started an in-process coordinator at {url}");
+            (Some(coordinator), url)
+        }
+    };
+    let app = router(QualityClient::new(url)?);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!("orchestrator listening on http://{addr}");
+    if serve {
+        println!("try: curl -i -X POST http://{addr}/tasks/task-approved/complete -H 'content-type: application/json' -d '{COMPLETION}'");
+        axum::serve(listener, app).await?;
+        return Ok(());
+    }
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let result = self_test(addr, local.is_some()).await;
+    server.abort();
+    result?;
+    println!("all answers as expected");
+    Ok(())
+}

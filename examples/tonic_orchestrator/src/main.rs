@@ -1,0 +1,167 @@
+//! An agent orchestrator's gRPC server (tonic 0.14) that asks the quality
+//! gate before it accepts a task's completion.
+//!
+//! - `orchestrator.v1.Orchestrator/CompleteTask` calls the gate through a
+//!   shared `QualityClient` and answers the verdict, or a status:
+//!   `FAILED_PRECONDITION` when a gate rejected the work, `DEADLINE_EXCEEDED`
+//!   when the check timed out, `UNAVAILABLE` when the coordinator could not
+//!   be reached or failed in a way worth retrying, `INTERNAL` otherwise, and
+//!   `INVALID_ARGUMENT` for a completion without task or agent.
+//! - `orchestrator.v1.GatedOrchestrator/CompleteTask` does the same with
+//!   `QualityGateLayer` put on that one service
+//!   (`tonic::service::LayerExt::named_layer`): its handler runs only for
+//!   approved work.
+//!
+//! Without `COORDINATOR_URL` it starts an in-process coordinator that
+//! approves `task-approved`, rejects `task-rejected` and fails on
+//! `task-failing`, serves on 127.0.0.1:0, calls itself with a tonic client,
+//! prints and checks the answers, and exits; with `--serve` it keeps serving.
+//!
+//! ```text
+//! cargo run -p tonic_orchestrator
+//! cargo run -p tonic_orchestrator -- --serve
+//! ```
+
+mod gated;
+mod service;
+mod status;
+
+/// The code generated from `proto/orchestrator.proto`.
+pub mod pb {
+    tonic::include_proto!("orchestrator.v1");
+}
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+
+use quality_gate::gate::QualityGateLayer;
+use quality_gate::testing::{Reply, TestCoordinator};
+use quality_gate::QualityClient;
+use tokio::net::TcpListener;
+use tonic::service::LayerExt;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::Server;
+use tonic::Code;
+
+use crate::pb::gated_orchestrator_client::GatedOrchestratorClient;
+use crate::pb::gated_orchestrator_server::GatedOrchestratorServer;
+use crate::pb::orchestrator_client::OrchestratorClient;
+use crate::pb::orchestrator_server::OrchestratorServer;
+use crate::pb::CompleteTaskRequest;
+use crate::service::{Checking, Gated};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Both services; only `GatedOrchestrator` is behind the gate layer.
+/// (`Server::builder().layer(gate)` would put it in front of every service,
+/// `Orchestrator` included, which checks by itself.)
+fn server(client: QualityClient) -> Router {
+    let gate =
+        QualityGateLayer::new(client.clone(), gated::derive_check).reject_with(gated::reject);
+    Server::builder()
+        .add_service(OrchestratorServer::new(Checking::new(client)))
+        .add_service(gate.named_layer(GatedOrchestratorServer::new(Gated)))
+}
+
+/// The in-process coordinator's script: the task id says what happens.
+async fn local_coordinator() -> TestCoordinator {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
+        Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
+        Some("task-failing") => Reply::status(500),
+        _ => Reply::approve(),
+    });
+    coordinator
+}
+
+fn completion(task_id: &str, agent_id: &str) -> CompleteTaskRequest {
+    CompleteTaskRequest {
+        task_id: task_id.into(),
+        agent_id: agent_id.into(),
+        files: vec!["src/lib.rs".into()],
+        diff_summary: "add the parser".into(),
+    }
+}
+
+/// Calls both services as an agent would, prints the answers, and checks
+/// the codes: exact ones against the in-process coordinator, plausible ones
+/// against a real one.
+async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+    let url = format!("http://{addr}");
+    let mut checking = OrchestratorClient::connect(url.clone()).await?;
+    let mut gated = GatedOrchestratorClient::connect(url).await?;
+    let cases = [
+        ("task-approved", "agent-7", Code::Ok),
+        ("task-rejected", "agent-7", Code::FailedPrecondition),
+        ("task-failing", "agent-7", Code::Unavailable),
+        ("task-approved", "", Code::InvalidArgument),
+    ];
+    for (task, agent, expected) in cases {
+        let answers = [
+            (
+                "Orchestrator",
+                checking.complete_task(completion(task, agent)).await,
+            ),
+            (
+                "GatedOrchestrator",
+                gated.complete_task(completion(task, agent)).await,
+            ),
+        ];
+        for (service, answer) in answers {
+            let (code, text) = match answer {
+                Ok(reply) => (Code::Ok, format!("{:?}", reply.into_inner())),
+                Err(status) => (status.code(), status.message().to_owned()),
+            };
+            println!("{service}/CompleteTask {task:?} by {agent:?} -> {code:?}: {text}");
+            let plausible = [
+                Code::Ok,
+                Code::FailedPrecondition,
+                Code::Unavailable,
+                Code::DeadlineExceeded,
+                Code::Internal,
+            ];
+            let ok = if scripted || expected == Code::InvalidArgument {
+                code == expected
+            } else {
+                plausible.contains(&code)
+            };
+            if !ok {
+                return Err(
+                    format!("{service} {task}: expected {expected:?}, got {code:?}").into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let serve = std::env::args().any(|a| a == "--serve");
+    // Keep the in-process coordinator alive until the end of main.
+    let (local, url) = match std::env::var("COORDINATOR_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let coordinator = local_coordinator().await;
+            let url = coordinator.url();
+            println!("started an in-process coordinator at {url}");
+            (Some(coordinator), url)
+        }
+    };
+    let router = server(QualityClient::new(url)?);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!("orchestrator (gRPC) listening on {addr}");
+    let incoming = TcpIncoming::from(listener);
+    if serve {
+        router.serve_with_incoming(incoming).await?;
+        return Ok(());
+    }
+    let server = tokio::spawn(router.serve_with_incoming(incoming));
+    let result = self_test(addr, local.is_some()).await;
+    server.abort();
+    result?;
+    println!("all answers as expected");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The response future of [`QualityGate`](super::QualityGate).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::rejection::MakeRejection;
+use crate::error::Error;
+use crate::verdict::Verdict;
+use crate::wire::{QualityRequest, QualityResponse};
+
+pin_project! {
+    /// The future a [`QualityGate`](super::QualityGate) call returns: derive
+    /// the check, wait for the quality service, check, then either answer
+    /// the rejection or call the inner service.
+    ///
+    /// `F` is the derive future, `Q` the quality service, `S` the inner
+    /// service, `R` the rejection builder and `Fwd` the forwarded request.
+    /// Dropping it cancels whichever step is running; the inner service is
+    /// called only after an approval. Polled again after it completed, it
+    /// stays pending.
+    pub struct ResponseFuture<F, Q, S, R, Fwd>
+    where
+        Q: Service<QualityRequest>,
+        S: Service<Fwd>,
+    {
+        #[pin]
+        state: State<F, Q::Future, S::Future>,
+        quality: Q,
+        inner: S,
+        // Whether `inner` was driven ready by the gate's `poll_ready`.
+        inner_ready: bool,
+        reject: R,
+        forward: Option<Fwd>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, QF, SF> {
+        Derive { #[pin] future: F },
+        QualityReady { check: Option<QualityRequest> },
+        Check { #[pin] future: QF },
+        InnerReady,
+        Call { #[pin] future: SF },
+        Done,
+    }
+}
+
+impl<F, Q, S, R, Fwd> ResponseFuture<F, Q, S, R, Fwd>
+where
+    Q: Service<QualityRequest>,
+    S: Service<Fwd>,
+{
+    pub(super) fn new(derive: F, quality: Q, inner: S, inner_ready: bool, reject: R) -> Self {
+        ResponseFuture {
+            state: State::Derive { future: derive },
+            quality,
+            inner,
+            inner_ready,
+            reject,
+            forward: None,
+        }
+    }
+}
+
+impl<F, Q, S, R, Fwd> Future for ResponseFuture<F, Q, S, R, Fwd>
+where
+    F: Future<Output = Result<(QualityRequest, Fwd), S::Response>>,
+    Q: Service<QualityRequest, Response = QualityResponse, Error = Error>,
+    S: Service<Fwd>,
+    R: MakeRejection<S::Response>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // One step after another, each entered only when the one before is
+        // done: nothing races, and the inner service is never polled before
+        // an approval.
+        loop {
+            let verdict = match this.state.as_mut().project() {
+                StateProj::Derive { future } => match ready!(future.poll(cx)) {
+                    Ok((check, forward)) => {
+                        *this.forward = Some(forward);
+                        this.state.set(State::QualityReady { check: Some(check) });
+                        continue;
+                    }
+                    Err(answer) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(answer));
+                    }
+                },
+                // The quality service's slot is taken here, after the
+                // request was read, not in the gate's poll_ready.
+                StateProj::QualityReady { check } => match ready!(this.quality.poll_ready(cx)) {
+                    Ok(()) => match check.take() {
+                        Some(check) => {
+                            let future = this.quality.call(check);
+                            this.state.set(State::Check { future });
+                            continue;
+                        }
+                        None => Verdict::Unavailable {
+                            error: Error::not_ready(),
+                        },
+                    },
+                    Err(error) => Verdict::Unavailable { error },
+                },
+                StateProj::Check { future } => Verdict::from(ready!(future.poll(cx))),
+                StateProj::InnerReady => {
+                    if !*this.inner_ready {
+                        // Called without the gate's poll_ready (or on a
+                        // clone): drive the inner service ready now.
+                        if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                        *this.inner_ready = true;
+                    }
+                    let Some(forward) = this.forward.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Pending;
+                    };
+                    *this.inner_ready = false;
+                    let future = this.inner.call(forward);
+                    this.state.set(State::Call { future });
+                    continue;
+                }
+                StateProj::Call { future } => {
+                    let result = ready!(future.poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProj::Done => return Poll::Pending,
+            };
+            if verdict.is_approved() {
+                this.state.set(State::InnerReady);
+                continue;
+            }
+            tracing::debug!(
+                gate = verdict.gate(),
+                error = verdict.error().map(|e| e.kind().as_str()),
+                "quality gate did not let the request through"
+            );
+            this.state.set(State::Done);
+            *this.forward = None;
+            return Poll::Ready(Ok(this.reject.make_rejection(verdict)));
+        }
+    }
+}
+
+impl<F, Q, S, R, Fwd> fmt::Debug for ResponseFuture<F, Q, S, R, Fwd>
+where
+    Q: Service<QualityRequest>,
+    S: Service<Fwd>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let step = match self.state {
+            State::Derive { .. } => "derive",
+            State::QualityReady { .. } => "quality_ready",
+            State::Check { .. } => "check",
+            State::InnerReady => "inner_ready",
+            State::Call { .. } => "call",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("step", &step)
+            .finish_non_exhaustive()
+    }
+}
