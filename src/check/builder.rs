@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::config::{self, Config, Secret};
+use super::connector::{self, Tls};
 use super::QualityCheck;
 use crate::error::Error;
 use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
@@ -62,6 +62,7 @@ pub struct QualityCheckBuilder {
     pool_max_idle_per_host: usize,
     health_timeout: Duration,
     request_id_header: Option<String>,
+    tls: Tls,
 }
 
 impl QualityCheckBuilder {
@@ -79,6 +80,7 @@ impl QualityCheckBuilder {
             pool_max_idle_per_host: usize::MAX,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             request_id_header: Some(DEFAULT_REQUEST_ID_HEADER.to_owned()),
+            tls: Tls::default(),
         }
     }
 
@@ -170,15 +172,31 @@ impl QualityCheckBuilder {
         self
     }
 
+    /// Trusts this DER-encoded root certificate for `https` coordinators, on
+    /// top of the built-in Mozilla roots (feature `rustls`). An invalid
+    /// certificate is a configuration error at build time.
+    #[cfg(feature = "rustls")]
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.tls.roots.push(der.into());
+        self
+    }
+
+    /// Whether to trust the built-in Mozilla roots (default true; feature
+    /// `rustls`). Turn them off to trust only the roots you add, e.g. a
+    /// private CA.
+    #[cfg(feature = "rustls")]
+    pub fn builtin_roots(mut self, enabled: bool) -> Self {
+        self.tls.no_builtin_roots = !enabled;
+        self
+    }
+
     /// Validates the options and builds the service.
     ///
     /// Must be called inside a Tokio runtime only if the service is then
     /// used there; building itself spawns nothing.
     pub fn build(self) -> Result<QualityCheck, Error> {
         let config = self.config()?;
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(self.connect_timeout);
+        let http = connector::connector(self.connect_timeout, self.http2, &self.tls)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())

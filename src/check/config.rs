@@ -63,8 +63,9 @@ impl fmt::Debug for Config {
 
 /// Validates a coordinator base URL and derives the endpoint URIs from it.
 ///
-/// Accepts `http://host[:port][/prefix][/]`; refuses other schemes, user
-/// info, a query or a fragment, with a configuration error that says why.
+/// Accepts `http://host[:port][/prefix][/]` (and `https://…` with the
+/// `rustls` feature); refuses other schemes, user info, a query or a
+/// fragment, with a configuration error that says why.
 pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
     // `Uri` drops a fragment silently; a URL with one is a mistake to report.
     if base.contains('#') {
@@ -77,9 +78,10 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
     })?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if cfg!(feature = "rustls") => {}
         Some("https") => {
             return Err(Error::config(format!(
-                "coordinator URL {base:?}: https is not supported by this build; use http"
+                "coordinator URL {base:?}: https needs the `rustls` feature of quality-gate"
             )))
         }
         Some(other) => {
@@ -111,9 +113,10 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
             "coordinator URL {base:?} must not have a query"
         )));
     }
+    let scheme = uri.scheme_str().unwrap_or("http");
     let prefix = uri.path().trim_end_matches('/');
     let join = |path: &str| -> Result<Uri, Error> {
-        format!("http://{authority}{prefix}{path}")
+        format!("{scheme}://{authority}{prefix}{path}")
             .parse()
             .map_err(|e| Error::config_with(format!("coordinator URL {base:?}"), e))
     };
@@ -172,6 +175,7 @@ mod tests {
             "",
             "127.0.0.1:8000",
             "ftp://h/",
+            #[cfg(not(feature = "rustls"))]
             "https://h/",
             "http://",
             "http://u:p@h/",

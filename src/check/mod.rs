@@ -2,6 +2,7 @@
 
 mod builder;
 pub(crate) mod config;
+mod connector;
 mod future;
 mod health;
 
@@ -11,7 +12,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
@@ -49,7 +49,7 @@ use crate::wire::{Prepared, QualityRequest, QualityResponse};
 /// ```
 #[derive(Clone)]
 pub struct QualityCheck {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<connector::Connector, Full<Bytes>>,
     config: Arc<Config>,
 }
 
