@@ -63,7 +63,11 @@ fn total_error(err: BoxError) -> Error {
 /// 2. runs under the overall deadline (default 30 s), waits included;
 /// 3. is retried by [`RetryPolicy`] (default 3 attempts, 100 ms ×2 ≤ 2 s
 ///    full-jitter backoff, `Retry-After` ≤ 10 s, a 20%-of-calls budget);
-/// 4. bounds each attempt by the per-attempt timeout (default 10 s).
+/// 4. passes each attempt through the circuit breaker, if one is configured
+///    (off by default), and bounds it by the per-attempt timeout (default
+///    10 s);
+/// 5. sends it to the coordinator, or balances it over several replicas
+///    ([`ClientBuilder::base_urls`]), optionally hedged.
 ///
 /// [`check`](QualityClient::check) does all of it in one `await`, with the
 /// deadline also covering the wait for a slot.
