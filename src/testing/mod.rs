@@ -17,32 +17,33 @@
 //! assert_eq!(coordinator.requests()[1].request.as_ref().unwrap().task_id, "t-1");
 //! # Ok(()) }
 //! ```
+//!
+//! Besides verdicts and statuses, a [`Reply`] can be a fault: latency before
+//! the head, a trickling, endless or oversized body, bad JSON, a clean close
+//! or a reset before the head or in the middle of the body. The coordinator
+//! itself can close its idle keep-alive connections
+//! ([`close_idle_connections`](TestCoordinator::close_idle_connections)),
+//! go down and come back on the same port ([`stop`](TestCoordinator::stop),
+//! [`restart`](TestCoordinator::restart)).
 
+mod body;
+mod conn;
 mod reply;
+mod server;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use http::{HeaderMap, Method};
 use tokio::time::Instant;
 
 pub use self::reply::Reply;
-use self::reply::{Cut, FaultBody, InFlight};
+use self::server::{lock, Server, Shared};
 use crate::wire::QualityRequest;
-
-type Rule = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 /// One request the coordinator received.
 #[derive(Clone, Debug)]
@@ -59,16 +60,8 @@ pub struct Recorded {
     pub request: Option<QualityRequest>,
     /// When it arrived (tokio's clock, so paused time applies).
     pub at: Instant,
-}
-
-struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    rule: Mutex<Rule>,
-    health: Mutex<Reply>,
-    recorded: Mutex<Vec<Recorded>>,
-    in_flight: Arc<AtomicUsize>,
-    peak: AtomicUsize,
-    connections: AtomicUsize,
+    /// The connection it arrived on, numbered from 0 in order of acceptance.
+    pub connection: u64,
 }
 
 /// A scriptable coordinator on 127.0.0.1, shut down when dropped.
@@ -77,10 +70,16 @@ struct Shared {
 /// ([`push`](Self::push)), otherwise by the rule ([`respond_with`](Self::respond_with);
 /// by default an approval). `GET /health` answers 200 unless
 /// [`set_health`](Self::set_health) says otherwise; other paths get 404.
+///
+/// It counts what a reliability test asserts on: [`hits`](Self::hits),
+/// requests [`in_flight`](Self::in_flight) and their
+/// [`peak`](Self::peak_in_flight), connections accepted
+/// ([`connections`](Self::connections)) and still
+/// [open](Self::open_connections).
 pub struct TestCoordinator {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    server: Mutex<Option<Server>>,
 }
 
 impl TestCoordinator {
@@ -97,24 +96,14 @@ impl TestCoordinator {
     }
 
     /// Starts a coordinator on `addr`, e.g. the address of one that was
-    /// dropped, to simulate a restart.
+    /// dropped, to simulate a new process on the same port.
     pub async fn start_on(addr: SocketAddr) -> io::Result<TestCoordinator> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            script: Mutex::new(VecDeque::new()),
-            rule: Mutex::new(Arc::new(|_: &Recorded| Reply::approve())),
-            health: Mutex::new(Reply::raw(200, "application/json", r#"{"status":"ok"}"#)),
-            recorded: Mutex::new(Vec::new()),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            peak: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
-        });
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let shared = Arc::new(Shared::new());
+        let server = Server::start(addr, shared.clone()).await?;
         Ok(TestCoordinator {
-            addr,
+            addr: server.addr,
             shared,
-            server,
+            server: Mutex::new(Some(server)),
         })
     }
 
@@ -127,6 +116,8 @@ impl TestCoordinator {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    // ----- what it answers -----
 
     /// Queues a reply for the next unanswered check.
     pub fn push(&self, reply: Reply) -> &Self {
@@ -167,17 +158,24 @@ impl TestCoordinator {
         *lock(&self.shared.health) = reply;
     }
 
-    /// Every request received so far, in order of arrival.
+    // ----- what it saw -----
+
+    /// Every request received so far, in order of arrival (none while
+    /// [`record_requests`](Self::record_requests) is off).
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.recorded).clone()
     }
 
+    /// Keeps every request for [`requests`](Self::requests) (default on).
+    /// Turn it off for long runs: the counters still count, and memory stays
+    /// flat.
+    pub fn record_requests(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::SeqCst);
+    }
+
     /// How many requests to the check endpoint arrived.
     pub fn hits(&self) -> usize {
-        lock(&self.shared.recorded)
-            .iter()
-            .filter(|r| r.path.ends_with(crate::check::config::CHECK_PATH))
-            .count()
+        self.shared.hits.load(Ordering::SeqCst)
     }
 
     /// Requests being answered right now.
@@ -192,13 +190,95 @@ impl TestCoordinator {
 
     /// How many connections were accepted.
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::SeqCst)
+        self.shared.connections.load(Ordering::SeqCst) as usize
     }
 
-    /// Forgets recorded requests and the peak.
+    /// How many connections are open now (idle keep-alive ones included).
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.open).len()
+    }
+
+    /// Forgets recorded requests and hits, and lowers the peak to the
+    /// requests in flight now.
     pub fn reset(&self) {
         lock(&self.shared.recorded).clear();
+        self.shared.hits.store(0, Ordering::SeqCst);
         self.shared.peak.store(self.in_flight(), Ordering::SeqCst);
+    }
+
+    // ----- its connections and its life -----
+
+    /// Closes, cleanly and at once, every open connection with no request in
+    /// progress, as a server's keep-alive timeout does; returns how many.
+    ///
+    /// A client sees the close only when it next reads from the connection,
+    /// so its pool may still hand one of them out.
+    ///
+    /// ```
+    /// use quality_gate::testing::TestCoordinator;
+    /// use quality_gate::{QualityClient, QualityRequest};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// let coordinator = TestCoordinator::start().await;
+    /// let client = QualityClient::new(coordinator.url())?;
+    /// client.check(QualityRequest::new("t-1", "a-1")).await?;
+    /// assert_eq!(coordinator.close_idle_connections(), 1);
+    /// // The pool drops the closed connection and opens another.
+    /// assert!(client.check(QualityRequest::new("t-2", "a-1")).await?.approved);
+    /// assert_eq!(coordinator.connections(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn close_idle_connections(&self) -> usize {
+        self.shared.close_where(|c| c.is_idle())
+    }
+
+    /// Goes down as a crashed process would: stops listening (connections
+    /// are refused) and closes every open connection, requests in progress
+    /// included. Returns once all of them are gone. Does nothing if stopped.
+    ///
+    /// The script, the rule and the records are kept for
+    /// [`restart`](Self::restart).
+    ///
+    /// ```
+    /// use quality_gate::testing::TestCoordinator;
+    /// use quality_gate::{QualityCheck, QualityRequest};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let coordinator = TestCoordinator::start().await;
+    /// let check = QualityCheck::new(coordinator.url())?;
+    /// coordinator.stop().await;
+    /// let err = check.clone().oneshot(QualityRequest::new("t-1", "a-1")).await.unwrap_err();
+    /// assert!(err.is_connect());
+    /// coordinator.restart().await?;
+    /// assert!(check.oneshot(QualityRequest::new("t-1", "a-1")).await?.approved);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stop(&self) {
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
+            server.stop.notify_one();
+            let _ = server.task.await;
+        }
+    }
+
+    /// Comes back on the same address after [`stop`](Self::stop) (stopping
+    /// first if it is running), with the same script, rule, records and
+    /// counters.
+    ///
+    /// # Errors
+    ///
+    /// If the port cannot be bound again (another process took it).
+    pub async fn restart(&self) -> io::Result<()> {
+        self.stop().await;
+        let server = Server::start(self.addr, self.shared.clone()).await?;
+        *lock(&self.server) = Some(server);
+        Ok(())
+    }
+
+    /// Whether it is listening (not [stopped](Self::stop)).
+    pub fn is_running(&self) -> bool {
+        lock(&self.server).is_some()
     }
 
     /// Stops accepting and closes every open connection.
@@ -209,9 +289,12 @@ impl TestCoordinator {
 
 impl Drop for TestCoordinator {
     fn drop(&mut self) {
-        // Aborting the accept loop drops its JoinSet, which aborts every
-        // connection task.
-        self.server.abort();
+        if let Some(server) = lock(&self.server).take() {
+            // The FINs go out now; aborting the accept loop drops its
+            // JoinSet, which aborts every connection task.
+            self.shared.close_where(|_| true);
+            server.task.abort();
+        }
     }
 }
 
@@ -219,90 +302,9 @@ impl fmt::Debug for TestCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCoordinator")
             .field("addr", &self.addr)
+            .field("running", &self.is_running())
             .field("hits", &self.hits())
+            .field("open_connections", &self.open_connections())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not poison the coordinator for the others.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                shared.connections.fetch_add(1, Ordering::SeqCst);
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(req, shared.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<FaultBody>, Cut> {
-    let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    shared.peak.fetch_max(in_flight, Ordering::SeqCst);
-    let guard = InFlight(shared.in_flight.clone());
-
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let recorded = Recorded {
-        method: parts.method.clone(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        headers: parts.headers,
-        request: serde_json::from_slice(&body).ok(),
-        body,
-        at: Instant::now(),
-    };
-    let reply = match (&parts.method, recorded.path.as_str()) {
-        (&Method::POST, p) if p.ends_with(crate::check::config::CHECK_PATH) => {
-            let scripted = lock(&shared.script).pop_front();
-            scripted.unwrap_or_else(|| {
-                let rule = lock(&shared.rule).clone();
-                rule(&recorded)
-            })
-        }
-        (&Method::GET, p) if p.ends_with(crate::check::config::HEALTH_PATH) => {
-            lock(&shared.health).clone()
-        }
-        _ => Reply::raw(404, "text/plain", "not found"),
-    };
-    lock(&shared.recorded).push(recorded);
-
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    if reply.close_before_headers {
-        return Err(Cut);
-    }
-    let mut response = Response::new(FaultBody::new(reply.body.clone(), guard));
-    *response.status_mut() = reply.status;
-    for (name, value) in &reply.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            response.headers_mut().append(name, value);
-        }
-    }
-    Ok(response)
 }

@@ -1,18 +1,12 @@
 //! What the test coordinator answers: a verdict, a status, or a fault.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body::{Body, Frame, SizeHint};
 use serde_json::Value;
 
+use super::body::BodyPlan;
 use crate::wire::QualityResponse;
 
 /// One scripted answer of a [`TestCoordinator`](super::TestCoordinator).
@@ -26,34 +20,36 @@ use crate::wire::QualityResponse;
 /// let slow_reject = Reply::reject("lint", "2 warnings").delay(Duration::from_millis(50));
 /// let busy = Reply::status(503).retry_after("1");
 /// let huge = Reply::approve().body_of_size(10 * 1024 * 1024);
-/// # let _ = (slow_reject, busy, huge);
+/// let once = Reply::approve().connection_close();
+/// # let _ = (slow_reject, busy, huge, once);
 /// ```
+///
+/// The faults, by where they strike:
+///
+/// | before the head | in the body | after the response |
+/// |---|---|---|
+/// | [`delay`](Self::delay), [`hang`](Self::hang) | [`trickle`](Self::trickle), [`endless_body`](Self::endless_body), [`body_of_size`](Self::body_of_size) | [`connection_close`](Self::connection_close) |
+/// | [`close_before_headers`](Self::close_before_headers) (FIN) | [`cut_mid_body`](Self::cut_mid_body) (FIN) | |
+/// | [`reset_before_headers`](Self::reset_before_headers) (RST) | [`reset_mid_body`](Self::reset_mid_body) (RST) | |
+///
+/// and, for the verdict itself, [`malformed_json`](Self::malformed_json),
+/// [`json`](Self::json) of any shape, and [`content_type`](Self::content_type).
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: BodyPlan,
     pub(crate) delay: Duration,
-    pub(crate) close_before_headers: bool,
+    pub(crate) abort: Option<Abort>,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) enum BodyPlan {
-    /// These bytes, with a `Content-Length`.
-    Bytes(Bytes),
-    /// `len` bytes of filler, streamed in 16 KiB chunks with a `Content-Length`.
-    Sized(u64),
-    /// These bytes, one `chunk` at a time, `every` apart.
-    Trickle {
-        bytes: Bytes,
-        chunk: usize,
-        every: Duration,
-    },
-    /// Chunks forever.
-    Endless,
-    /// A `Content-Length` of `bytes.len() * 2`, then `bytes`, then the
-    /// connection is cut.
-    CutAfter(Bytes),
+/// How a reply ends the connection instead of answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Abort {
+    /// A clean close (FIN).
+    Close,
+    /// A reset (RST).
+    Reset,
 }
 
 impl Reply {
@@ -89,7 +85,7 @@ impl Reply {
             headers: vec![("content-type".into(), content_type.into())],
             body: BodyPlan::Bytes(body.into()),
             delay: Duration::ZERO,
-            close_before_headers: false,
+            abort: None,
         }
     }
 
@@ -155,130 +151,65 @@ impl Reply {
         Reply::approve().delay(Duration::MAX)
     }
 
-    /// Closes the connection without answering (after any delay).
+    /// Sends `Connection: close`, and closes the connection after this
+    /// response, as a server that limits requests per connection does: the
+    /// client must not reuse it.
+    pub fn connection_close(self) -> Reply {
+        self.header("connection", "close")
+    }
+
+    /// Closes the connection cleanly (a FIN) without answering, after any
+    /// delay.
     pub fn close_before_headers() -> Reply {
         Reply {
-            close_before_headers: true,
+            abort: Some(Abort::Close),
             ..Reply::approve()
         }
     }
 
-    /// Sends the head announcing the whole body, half of it, then cuts the
-    /// connection.
+    /// Resets the connection (a RST, not a clean close) without answering,
+    /// after any delay: the client reads `ECONNRESET`, as from a crashed
+    /// process or a load balancer that dropped the connection.
+    ///
+    /// ```
+    /// use quality_gate::testing::{Reply, TestCoordinator};
+    /// use quality_gate::{QualityCheck, QualityRequest};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// let coordinator = TestCoordinator::start().await;
+    /// coordinator.push(Reply::reset_before_headers());
+    /// let check = QualityCheck::new(coordinator.url())?;
+    /// let err = check.oneshot(QualityRequest::new("t-1", "a-1")).await.unwrap_err();
+    /// assert!(err.is_transport() && err.is_retryable());
+    /// # Ok(()) }
+    /// ```
+    pub fn reset_before_headers() -> Reply {
+        Reply {
+            abort: Some(Abort::Reset),
+            ..Reply::approve()
+        }
+    }
+
+    /// Sends the head announcing the whole body, half of it, then closes the
+    /// connection cleanly (a FIN).
     pub fn cut_mid_body() -> Reply {
-        let mut reply = Reply::approve();
-        if let BodyPlan::Bytes(b) = &reply.body {
-            reply.body = BodyPlan::CutAfter(b.slice(..b.len() / 2));
+        Reply::approve().cut_body(false)
+    }
+
+    /// Sends the head announcing the whole body, half of it, then resets the
+    /// connection (a RST).
+    pub fn reset_mid_body() -> Reply {
+        Reply::approve().cut_body(true)
+    }
+
+    fn cut_body(mut self, reset: bool) -> Reply {
+        if let BodyPlan::Bytes(b) = &self.body {
+            self.body = BodyPlan::CutAfter {
+                bytes: b.slice(..b.len() / 2),
+                reset,
+            };
         }
-        reply
-    }
-}
-
-/// Counts a request as in flight until its response body is done or dropped.
-pub(crate) struct InFlight(pub(crate) Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-const FILLER: Bytes = Bytes::from_static(&[b' '; 16 * 1024]);
-
-/// The body a scripted reply streams.
-pub(crate) struct FaultBody {
-    plan: BodyPlan,
-    sent: u64,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    _in_flight: InFlight,
-}
-
-impl FaultBody {
-    pub(crate) fn new(plan: BodyPlan, in_flight: InFlight) -> Self {
-        FaultBody {
-            plan,
-            sent: 0,
-            sleep: None,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-/// The error that makes hyper cut a connection mid-body.
-#[derive(Debug)]
-pub(crate) struct Cut;
-
-impl fmt::Display for Cut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("scripted connection cut")
-    }
-}
-
-impl std::error::Error for Cut {}
-
-impl Body for FaultBody {
-    type Data = Bytes;
-    type Error = Cut;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
-        let this = &mut *self;
-        match &this.plan {
-            BodyPlan::Bytes(b) => {
-                if this.sent > 0 || b.is_empty() {
-                    return Poll::Ready(None);
-                }
-                this.sent = b.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(b.clone()))))
-            }
-            BodyPlan::Sized(len) => {
-                let left = len - this.sent;
-                if left == 0 {
-                    return Poll::Ready(None);
-                }
-                let n = left.min(FILLER.len() as u64);
-                this.sent += n;
-                Poll::Ready(Some(Ok(Frame::data(FILLER.slice(..n as usize)))))
-            }
-            BodyPlan::Endless => Poll::Ready(Some(Ok(Frame::data(FILLER.clone())))),
-            BodyPlan::Trickle {
-                bytes,
-                chunk,
-                every,
-            } => {
-                if this.sent as usize >= bytes.len() {
-                    return Poll::Ready(None);
-                }
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(*every)));
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.sleep = None;
-                let start = this.sent as usize;
-                let end = (start + chunk).min(bytes.len());
-                this.sent = end as u64;
-                Poll::Ready(Some(Ok(Frame::data(bytes.slice(start..end)))))
-            }
-            BodyPlan::CutAfter(b) => {
-                if this.sent > 0 {
-                    return Poll::Ready(Some(Err(Cut)));
-                }
-                this.sent = 1;
-                Poll::Ready(Some(Ok(Frame::data(b.clone()))))
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.plan {
-            BodyPlan::Bytes(b) => SizeHint::with_exact(b.len() as u64),
-            BodyPlan::Sized(len) => SizeHint::with_exact(*len),
-            BodyPlan::CutAfter(b) => SizeHint::with_exact(b.len() as u64 * 2 + 2),
-            _ => SizeHint::default(),
-        }
+        self
     }
 }
