@@ -67,60 +67,63 @@ impl fmt::Debug for Config {
 /// `rustls` feature); refuses other schemes, user info, a query or a
 /// fragment, with a configuration error that says why.
 pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
+    // Errors name the URL without its query, fragment or user info: that is
+    // where tokens end up.
+    let shown = shown(base);
+    let bad = |why: &str| Error::config(format!("coordinator URL {shown:?} {why}"));
     // `Uri` drops a fragment silently; a URL with one is a mistake to report.
     if base.contains('#') {
-        return Err(Error::config(format!(
-            "coordinator URL {base:?} must not have a fragment"
-        )));
+        return Err(bad("must not have a fragment"));
     }
     let uri: Uri = base.trim().parse().map_err(|e| {
-        Error::config_with(format!("coordinator URL {base:?} is not a valid URL"), e)
+        Error::config_with(format!("coordinator URL {shown:?} is not a valid URL"), e)
     })?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") if cfg!(feature = "rustls") => {}
-        Some("https") => {
-            return Err(Error::config(format!(
-                "coordinator URL {base:?}: https needs the `rustls` feature of quality-gate"
-            )))
-        }
-        Some(other) => {
-            return Err(Error::config(format!(
-                "coordinator URL {base:?}: scheme {other:?} is not http"
-            )))
-        }
-        None => {
-            return Err(Error::config(format!(
-                "coordinator URL {base:?} has no scheme; expected http://host:port"
-            )))
-        }
+        Some("https") => return Err(bad("needs the `rustls` feature of quality-gate for https")),
+        Some(_) => return Err(bad("has a scheme other than http")),
+        None => return Err(bad("has no scheme; expected http://host:port")),
     }
     let authority = match uri.authority() {
         Some(a) if !a.host().is_empty() => a.clone(),
-        _ => {
-            return Err(Error::config(format!(
-                "coordinator URL {base:?} has no host"
-            )))
-        }
+        _ => return Err(bad("has no host")),
     };
     if authority.as_str().contains('@') {
         return Err(Error::config(
             "coordinator URL must not carry credentials; use bearer_token or api_key",
         ));
     }
+    // `Uri` keeps a port it cannot read as a number (`:99999`), and the
+    // client would then use port 80.
+    let port = &authority.as_str()[authority.host().len()..];
+    if port.len() > 1 && authority.port_u16().is_none() {
+        return Err(bad("has a port outside 1 to 65535"));
+    }
     if uri.query().is_some() {
-        return Err(Error::config(format!(
-            "coordinator URL {base:?} must not have a query"
-        )));
+        return Err(bad("must not have a query"));
     }
     let scheme = uri.scheme_str().unwrap_or("http");
     let prefix = uri.path().trim_end_matches('/');
     let join = |path: &str| -> Result<Uri, Error> {
         format!("{scheme}://{authority}{prefix}{path}")
             .parse()
-            .map_err(|e| Error::config_with(format!("coordinator URL {base:?}"), e))
+            .map_err(|e| Error::config_with(format!("coordinator URL {shown:?}"), e))
     };
     Ok((uri.clone(), join(CHECK_PATH)?, join(HEALTH_PATH)?))
+}
+
+/// A URL as it may be shown: without query, fragment or user info.
+fn shown(base: &str) -> String {
+    let base = base.trim();
+    let end = base.find(['?', '#']).unwrap_or(base.len());
+    let base = &base[..end];
+    match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}[redacted]{}", &base[..scheme + 3], &base[at..])
+        }
+        _ => base.to_owned(),
+    }
 }
 
 /// Parses a header name and value given by the user, refusing bad ones
@@ -183,10 +186,13 @@ mod tests {
             "http://h/#frag",
             "http://h o/",
             "not a url",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0x50/",
         ] {
             let err = endpoints(base).unwrap_err();
             assert!(err.is_config(), "{base:?}: {err:?}");
             assert!(!err.to_string().contains("u:p"), "{err}");
+            assert!(!err.to_string().contains("a=1"), "{err}");
         }
     }
 
