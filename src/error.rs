@@ -40,6 +40,9 @@ struct Inner {
     source: Option<BoxError>,
     /// Attempts the call made before failing; 0 when not known.
     attempts: u32,
+    /// The request was written to a pooled connection the coordinator had
+    /// already closed, and never reached it.
+    lost_on_pooled_connection: bool,
 }
 
 #[derive(Debug)]
@@ -142,6 +145,7 @@ impl Error {
                 kind,
                 source,
                 attempts: 0,
+                lost_on_pooled_connection: false,
             }),
         }
     }
@@ -339,6 +343,19 @@ impl Error {
         }
     }
 
+    pub(crate) fn lost_on_pooled_connection(mut self) -> Error {
+        self.inner.lost_on_pooled_connection = true;
+        self
+    }
+
+    /// True when the request was written to a pooled keep-alive connection
+    /// that the coordinator had closed just before: it failed before any
+    /// response and never reached the coordinator, so the retry policy
+    /// resends it once at once, without counting an attempt.
+    pub fn is_lost_on_pooled_connection(&self) -> bool {
+        self.inner.lost_on_pooled_connection
+    }
+
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
         self.inner.attempts = attempts;
         self
@@ -381,6 +398,9 @@ impl fmt::Debug for Error {
         d.field("kind", &self.inner.kind);
         if self.inner.attempts > 0 {
             d.field("attempts", &self.inner.attempts);
+        }
+        if self.inner.lost_on_pooled_connection {
+            d.field("lost_on_pooled_connection", &true);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy;
 
 use super::config::Config;
+use super::stamp::lost_on_pooled_connection;
 use crate::error::{snippet, Error, RetryAfter};
 use crate::wire::QualityResponse;
 
@@ -29,6 +30,8 @@ pub struct ResponseFuture {
     state: State,
     config: Arc<Config>,
     span: tracing::Span,
+    /// The attempt's place in the order of connection opens.
+    ticket: u64,
 }
 
 enum State {
@@ -47,11 +50,13 @@ impl ResponseFuture {
         sending: legacy::ResponseFuture,
         config: Arc<Config>,
         span: tracing::Span,
+        ticket: u64,
     ) -> Self {
         ResponseFuture {
             state: State::Sending(sending),
             config,
             span,
+            ticket,
         }
     }
 
@@ -112,7 +117,10 @@ impl Future for ResponseFuture {
             match &mut this.state {
                 State::Sending(sending) => {
                     let result = ready!(Pin::new(sending).poll(cx));
-                    let head = result.map_err(classify).and_then(|r| this.on_head(r));
+                    let ticket = this.ticket;
+                    let head = result
+                        .map_err(|e| classify(e, ticket))
+                        .and_then(|r| this.on_head(r));
                     if let Err(err) = head {
                         return this.finish(Err(err));
                     }
@@ -194,10 +202,14 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
-/// Splits hyper-util's errors into "never connected" and "failed after".
-pub(super) fn classify(err: legacy::Error) -> Error {
+/// Splits hyper-util's errors into "never connected" and "failed after",
+/// and marks a request lost on a pooled connection the coordinator had
+/// closed (see [`stamp`](super::stamp)).
+pub(super) fn classify(err: legacy::Error, ticket: u64) -> Error {
     if err.is_connect() {
         Error::connect(err)
+    } else if lost_on_pooled_connection(&err, ticket) {
+        Error::transport(err).lost_on_pooled_connection()
     } else {
         Error::transport(err)
     }

@@ -5,6 +5,7 @@ pub(crate) mod config;
 mod connector;
 mod future;
 mod health;
+mod stamp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -110,7 +111,15 @@ impl QualityCheck {
         if let (Some(name), Some(id)) = (&self.config.request_id_header, req.request_id()) {
             request.headers_mut().insert(name.clone(), id.clone());
         }
-        ResponseFuture::new(self.client.request(request), self.config.clone(), span)
+        // Taken before the pool is asked for a connection: any connection
+        // with an earlier ticket was opened before this attempt.
+        let ticket = stamp::ticket();
+        ResponseFuture::new(
+            self.client.request(request),
+            self.config.clone(),
+            span,
+            ticket,
+        )
     }
 }
 

@@ -86,6 +86,10 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// - the wait would pass the call's [`deadline`](Self::deadline), if one is set;
 /// - the shared [`RetryBudget`], if one is set, is spent.
 ///
+/// One failure is resent at once and not counted: a request written to a
+/// pooled connection the coordinator had just closed, which never reached
+/// it ([`Error::is_lost_on_pooled_connection`]); once per call.
+///
 /// It works with the crate's [`Error`] and with a [`BoxError`] (when a tower
 /// timeout sits between it and the service); in the latter case a tower
 /// `Elapsed` counts as a retryable timeout.
@@ -119,6 +123,8 @@ pub struct RetryPolicy {
     finished: u32,
     /// When this call started, set as tower's `Retry` hands the call in.
     started: Option<Instant>,
+    /// Whether this call already resent a request lost on a pooled connection.
+    resent_lost: bool,
 }
 
 /// What the policy needs to know of a failed attempt.
@@ -126,6 +132,7 @@ struct Failure {
     retryable: bool,
     retry_after: Option<Duration>,
     kind: &'static str,
+    lost_on_pooled_connection: bool,
 }
 
 impl Failure {
@@ -134,6 +141,7 @@ impl Failure {
             retryable: err.is_retryable(),
             retry_after: err.retry_after_at(SystemTime::now()),
             kind: err.kind().as_str(),
+            lost_on_pooled_connection: err.is_lost_on_pooled_connection(),
         }
     }
 
@@ -145,12 +153,14 @@ impl Failure {
                 retryable: true,
                 retry_after: None,
                 kind: "timeout",
+                lost_on_pooled_connection: false,
             }
         } else {
             Failure {
                 retryable: false,
                 retry_after: None,
                 kind: "other",
+                lost_on_pooled_connection: false,
             }
         }
     }
@@ -171,6 +181,7 @@ impl RetryPolicy {
             budget: None,
             finished: 0,
             started: None,
+            resent_lost: false,
         }
     }
 
@@ -232,6 +243,18 @@ impl RetryPolicy {
             }
             Err(failure) => failure,
         };
+        if failure.lost_on_pooled_connection && !self.resent_lost {
+            // It never reached the coordinator: resend it at once, once per
+            // call, as hyper-util does for requests it never wrote. It costs
+            // neither an attempt nor a token of the budget.
+            self.resent_lost = true;
+            self.finished -= 1;
+            tracing::debug!(
+                attempt,
+                "resending a request lost on a closed pooled connection"
+            );
+            return Some(Duration::ZERO);
+        }
         let stop = |reason: &str| {
             tracing::debug!(
                 attempt,

@@ -206,3 +206,16 @@ async fn one_attempt_never_retries() {
     assert!(waits(&mut policy, errors(3, 503)).is_empty());
     assert_eq!(RetryPolicy::new().attempts(0).max_attempts(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_lost_on_a_pooled_connection_is_resent_once_for_free() {
+    let lost = || Error::transport("closed").lost_on_pooled_connection();
+    let budget = RetryBudget::new(Duration::from_secs(1), 0, 0.0).unwrap();
+    // One attempt and an empty budget: still resent at once, once.
+    let mut policy = deterministic().attempts(1).budget(budget);
+    assert_eq!(waits(&mut policy, [lost(), lost()]), [Duration::ZERO]);
+    // With attempts left, the resend does not count as one.
+    let mut policy = deterministic().attempts(2);
+    let got = waits(&mut policy, [lost(), status(503, None), status(503, None)]);
+    assert_eq!(got, [Duration::ZERO, Duration::from_millis(100)]);
+}

@@ -54,11 +54,12 @@ async fn connection_close_replies_are_never_reused() {
 /// The race every HTTP/1.1 client has: the coordinator closes an idle
 /// connection just as the pool hands it out. hyper-util resends a request
 /// only if it was never written; here it was written (into a connection
-/// already closed), so hyper reports an incomplete message, and it is the
-/// retry policy that recovers: one backoff, one retry, and the coordinator
-/// still sees each call once.
+/// already closed), so hyper reports an incomplete message on a connection
+/// opened before the attempt. The retry policy resends exactly that case at
+/// once, without a backoff, an attempt or a budget token, and the
+/// coordinator still sees each call once.
 #[tokio::test(start_paused = true)]
-async fn a_close_racing_the_next_call_costs_one_retry_but_no_error() {
+async fn a_close_racing_the_next_call_is_resent_at_once() {
     let coordinator = TestCoordinator::start().await;
     let client = client(&coordinator);
     assert!(client.check(request(0)).await.unwrap().approved);
@@ -69,31 +70,35 @@ async fn a_close_racing_the_next_call_costs_one_retry_but_no_error() {
         // No yield: the pool has not seen the FIN yet.
         assert!(client.check(request(n)).await.unwrap().approved, "{n}");
     }
-    assert_eq!(start.elapsed(), Duration::from_millis(100) * 10);
+    // Resent at once: no backoff, and the lost request never reached the
+    // coordinator.
+    assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(coordinator.hits(), 11);
     assert!(hits_per_task(&coordinator).values().all(|&n| n == 1));
     assert_eq!(coordinator.connections(), 11);
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a request written to a pooled connection the coordinator had \
-            already closed fails with IncompleteMessage instead of being resent \
-            by the pool (hyper-util resends only unwritten requests); it costs \
-            a retry, a backoff and a budget token, and fails with attempts(1)"]
-async fn the_pool_alone_recovers_from_a_close_racing_the_next_call() {
+async fn a_close_racing_the_call_is_resent_even_with_one_attempt() {
     let coordinator = TestCoordinator::start().await;
     let client = builder(coordinator.url()).attempts(1).build().unwrap();
     assert!(client.check(request(0)).await.unwrap().approved);
 
     assert_eq!(coordinator.close_idle_connections(), 1);
-    let outcome = client.check(request(1)).await;
-    if let Err(err) = &outcome {
-        assert_eq!(err.kind(), ErrorKind::Transport);
-        assert!(closed_before_head(err), "{err:?}");
-        // It never reached the coordinator: resending it is safe.
-        assert_eq!(coordinator.hits(), 1);
-    }
-    assert!(outcome.unwrap().approved);
+    assert!(client.check(request(1)).await.unwrap().approved);
+    assert_eq!(coordinator.hits(), 2);
+    assert_eq!(coordinator.connections(), 2);
+
+    // Only once per call, and only for a connection opened before the
+    // attempt: a coordinator that hangs up on a fresh connection fails the
+    // one attempt.
+    coordinator.push(Reply::close_before_headers());
+    assert_eq!(coordinator.close_idle_connections(), 1);
+    let err = client.check(request(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert!(closed_before_head(&err), "{err:?}");
+    assert!(!err.is_lost_on_pooled_connection());
+    assert_eq!(coordinator.hits(), 3);
 }
 
 #[tokio::test(start_paused = true)]
