@@ -1,7 +1,6 @@
 //! Request ids: one per call, the same on every attempt of it, so a
 //! coordinator can recognise a retried check.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -19,11 +18,20 @@ static PREFIX: OnceLock<u64> = OnceLock::new();
 pub(crate) fn next() -> HeaderValue {
     let prefix = *PREFIX.get_or_init(|| HasherRng::new().next_u64());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(36);
-    // Writing to a String cannot fail.
-    let _ = write!(id, "qg-{prefix:016x}-{n:x}");
+    // Hex digits written by hand into a stack buffer: no `fmt`, no String.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 3 + 16 + 1 + 16];
+    id[..3].copy_from_slice(b"qg-");
+    for i in 0..16 {
+        id[3 + i] = HEX[(prefix >> (60 - 4 * i)) as usize & 0xf];
+    }
+    id[19] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        id[20 + i] = HEX[(n >> (4 * (digits - 1 - i))) as usize & 0xf];
+    }
     // Only ASCII hex digits and dashes: always a valid header value.
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("qg"))
+    HeaderValue::from_bytes(&id[..20 + digits]).unwrap_or_else(|_| HeaderValue::from_static("qg"))
 }
 
 #[cfg(test)]
@@ -35,5 +43,15 @@ mod tests {
         let ids: std::collections::HashSet<_> = (0..10_000).map(|_| next()).collect();
         assert_eq!(ids.len(), 10_000);
         assert!(next().to_str().unwrap().starts_with("qg-"));
+    }
+
+    #[test]
+    fn ids_keep_their_format() {
+        let id = next();
+        let parts: Vec<&str> = id.to_str().unwrap().split('-').collect();
+        assert_eq!(parts[0], "qg");
+        assert_eq!(parts[1].len(), 16);
+        let n = u64::from_str_radix(parts[2], 16).unwrap();
+        assert_eq!(format!("{n:x}"), parts[2]);
     }
 }

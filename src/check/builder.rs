@@ -205,7 +205,7 @@ impl QualityCheckBuilder {
             .http2_only(self.http2)
             .build(http);
         Ok(QualityCheck {
-            client,
+            client: Arc::new(client),
             config: Arc::new(config),
         })
     }

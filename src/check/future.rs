@@ -38,6 +38,9 @@ enum State {
     Sending(legacy::ResponseFuture),
     Reading {
         body: Incoming,
+        /// The first data frame, kept as it came while it is the only one:
+        /// a small verdict arrives in one frame and is never copied.
+        first: Option<Bytes>,
         buf: BytesMut,
         status: StatusCode,
         retry_after: Option<RetryAfter>,
@@ -72,12 +75,18 @@ impl ResponseFuture {
                 return Err(Error::body_too_large(self.config.body_limit));
             }
         }
-        let retry_after = parts
-            .headers
-            .get(header::RETRY_AFTER)
-            .and_then(RetryAfter::parse);
+        // Only an error answer's Retry-After matters to the retry policy.
+        let retry_after = if status.is_success() {
+            None
+        } else {
+            parts
+                .headers
+                .get(header::RETRY_AFTER)
+                .and_then(RetryAfter::parse)
+        };
         self.state = State::Reading {
             body,
+            first: None,
             buf: BytesMut::new(),
             status,
             retry_after,
@@ -127,6 +136,7 @@ impl Future for ResponseFuture {
                 }
                 State::Reading {
                     body,
+                    first,
                     buf,
                     status,
                     retry_after,
@@ -142,14 +152,25 @@ impl Future for ResponseFuture {
                     let done = match ready!(Pin::new(body).poll_frame(cx)) {
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data() {
-                                if buf.len() + data.len() > limit {
+                                let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                                if have + data.len() > limit {
                                     if status.is_success() {
                                         return this.finish(Err(Error::body_too_large(limit)));
                                     }
-                                    let keep = limit - buf.len();
+                                    if let Some(f) = first.take() {
+                                        buf.extend_from_slice(&f);
+                                    }
+                                    let keep = limit - have;
                                     buf.extend_from_slice(&data[..keep]);
                                     true
+                                } else if have == 0 {
+                                    *first = Some(data);
+                                    false
                                 } else {
+                                    if let Some(f) = first.take() {
+                                        buf.reserve(f.len() + data.len());
+                                        buf.extend_from_slice(&f);
+                                    }
                                     buf.extend_from_slice(&data);
                                     false
                                 }
@@ -161,7 +182,10 @@ impl Future for ResponseFuture {
                         None => true,
                     };
                     if done {
-                        let body = buf.split().freeze();
+                        let body = match first.take() {
+                            Some(only) if buf.is_empty() => only,
+                            _ => buf.split().freeze(),
+                        };
                         let retry_after = *retry_after;
                         let result = this.decode(status, &body, retry_after);
                         return this.finish(result);
@@ -228,8 +252,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
+        .as_bytes();
+    let json_suffix =
+        essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+    if essence.eq_ignore_ascii_case(b"application/json") || json_suffix {
         Ok(())
     } else {
         Err(Error::invalid("content type is not JSON"))

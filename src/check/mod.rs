@@ -50,7 +50,8 @@ use crate::wire::{Prepared, QualityRequest, QualityResponse};
 /// ```
 #[derive(Clone)]
 pub struct QualityCheck {
-    client: Client<connector::Connector, Full<Bytes>>,
+    // One Arc: tower's Retry clones the service into every call's future.
+    client: Arc<Client<connector::Connector, Full<Bytes>>>,
     config: Arc<Config>,
 }
 

@@ -36,7 +36,8 @@ pin_project! {
             #[pin]
             future: StackFuture,
             request: Prepared,
-            started: Instant,
+            // Read only for the debug event: no clock read when it is off.
+            started: Option<Instant>,
         },
         Failed {
             error: Option<Error>,
@@ -51,7 +52,7 @@ impl ResponseFuture {
             state: State::Called {
                 future,
                 request,
-                started: Instant::now(),
+                started: tracing::enabled!(tracing::Level::DEBUG).then(Instant::now),
             },
         }
     }
@@ -85,7 +86,7 @@ impl Future for ResponseFuture {
                 };
                 tracing::debug!(
                     attempts,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis() as u64),
                     outcome,
                     "quality check finished"
                 );
