@@ -118,7 +118,17 @@ impl QualityClient {
     /// A rejection (`approved: false`) is `Ok`; an `Err` is never an
     /// approval.
     pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
-        let call = self.clone().oneshot(req);
+        let mut svc = self.clone();
+        // A free slot, the common case: the stack's own overall timeout
+        // covers the whole call, and no second timer is needed.
+        let free = std::future::poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await;
+        match free {
+            Poll::Ready(Ok(())) => return svc.call(req).await,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {}
+        }
+        // Waiting for a slot counts against the deadline too.
+        let call = svc.oneshot(req);
         match tokio::time::timeout(self.settings.total_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(TimeoutKind::Total)),
