@@ -218,7 +218,6 @@ impl QualityCheckBuilder {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let agent = match &self.user_agent {
             Some(agent) => HeaderValue::from_str(agent)
                 .map_err(|e| Error::config_with("user agent is not a valid header value", e))?,
