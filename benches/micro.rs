@@ -30,17 +30,11 @@ use serde_json::json;
 use tower::retry::Policy;
 use tower::ServiceExt;
 
+mod support;
+
 /// The request of the throughput bench: a typical check of a five-file change.
 fn request() -> QualityRequest {
-    QualityRequest::new("task-1234", "agent-7")
-        .files([
-            "src/lib.rs",
-            "src/client/mod.rs",
-            "src/retry/mod.rs",
-            "tests/client.rs",
-            "README.md",
-        ])
-        .diff_summary("add a retry budget shared by every clone of the client, and document it")
+    support::request(1234)
 }
 
 /// A verdict whose `details.aiReview.findings` hold at least `size` bytes.
