@@ -4,26 +4,14 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::retry::{ExponentialBackoff, Jitter};
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ClientBuilder, ErrorKind, QualityClient, QualityRequest};
+use quality_gate::{ErrorKind, QualityClient};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-fn request(n: usize) -> QualityRequest {
-    QualityRequest::new(format!("task-{n}"), "agent-1").files(["src/lib.rs"])
-}
+mod common;
 
-/// The default stack with a deterministic backoff: waits of 100 ms, 200 ms.
-fn builder(coordinator: &TestCoordinator) -> ClientBuilder {
-    QualityClient::builder(coordinator.url())
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
-}
-
-fn gaps(coordinator: &TestCoordinator) -> Vec<Duration> {
-    let at: Vec<Instant> = coordinator.requests().iter().map(|r| r.at).collect();
-    at.windows(2).map(|w| w[1] - w[0]).collect()
-}
+use common::{builder, gaps, request, spawn_checks};
 
 #[test]
 fn client_is_clone_send_sync() {
@@ -36,7 +24,7 @@ fn client_is_clone_send_sync() {
 async fn retries_503_twice_then_approves() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push_n(Reply::status(503), 2);
-    let client = builder(&coordinator).build().unwrap();
+    let client = builder(coordinator.url()).build().unwrap();
     let verdict = client.check(request(1)).await.unwrap();
     assert!(verdict.approved);
     assert_eq!(coordinator.hits(), 3);
@@ -50,7 +38,7 @@ async fn retries_503_twice_then_approves() {
 async fn a_rejection_is_not_retried() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::reject("lint", "warnings"));
-    let client = builder(&coordinator).build().unwrap();
+    let client = builder(coordinator.url()).build().unwrap();
     let verdict = client.check(request(1)).await.unwrap();
     assert!(!verdict.approved);
     assert_eq!(coordinator.hits(), 1);
@@ -66,7 +54,7 @@ async fn client_errors_are_not_retried() {
     ] {
         coordinator.reset();
         coordinator.always(reply);
-        let client = builder(&coordinator).build().unwrap();
+        let client = builder(coordinator.url()).build().unwrap();
         let err = client.check(request(1)).await.unwrap_err();
         assert!(!err.is_retryable());
         assert_eq!(err.attempts(), Some(1));
@@ -79,10 +67,7 @@ async fn connection_refused_makes_three_attempts() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let client = QualityClient::builder(url)
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
-        .build()
-        .unwrap();
+    let client = builder(url).build().unwrap();
     let start = Instant::now();
     let err = client.check(request(1)).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
@@ -95,7 +80,7 @@ async fn a_hanging_coordinator_hits_attempt_timeouts_then_the_deadline() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::hang());
     // Attempts at 0 s, 1.1 s and 2.3 s; the deadline at 2.8 s cuts the third.
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .attempt_timeout(Duration::from_secs(1))
         .total_timeout(Duration::from_millis(2800))
         .build()
@@ -108,7 +93,7 @@ async fn a_hanging_coordinator_hits_attempt_timeouts_then_the_deadline() {
 
     // With a roomier deadline the attempt timeouts end it, after 3 attempts.
     coordinator.reset();
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .attempt_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -125,7 +110,7 @@ async fn a_hanging_coordinator_hits_attempt_timeouts_then_the_deadline() {
 async fn retry_after_is_honoured() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(429).retry_after("1"));
-    let client = builder(&coordinator).build().unwrap();
+    let client = builder(coordinator.url()).build().unwrap();
     assert!(client.check(request(1)).await.unwrap().approved);
     assert_eq!(coordinator.hits(), 2);
     assert_eq!(gaps(&coordinator), [Duration::from_secs(1)]);
@@ -135,7 +120,7 @@ async fn retry_after_is_honoured() {
 async fn retry_after_beyond_the_cap_returns_the_server_error_at_once() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::status(503).retry_after("60"));
-    let client = builder(&coordinator).build().unwrap();
+    let client = builder(coordinator.url()).build().unwrap();
     let start = Instant::now();
     let err = client.check(request(1)).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
@@ -148,7 +133,7 @@ async fn retry_after_beyond_the_cap_returns_the_server_error_at_once() {
 async fn retry_after_past_the_deadline_returns_the_server_error() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::status(503).retry_after("8"));
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .total_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -161,16 +146,11 @@ async fn retry_after_past_the_deadline_returns_the_server_error() {
 async fn the_limit_bounds_calls_in_flight() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::approve().delay(Duration::from_millis(10)));
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .concurrency_limit(Some(8))
         .build()
         .unwrap();
-    let calls: Vec<_> = (0..500)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..500);
     for call in calls {
         assert!(call.await.unwrap().unwrap().approved);
     }
@@ -182,16 +162,11 @@ async fn the_limit_bounds_calls_in_flight() {
 async fn dropped_calls_free_their_slots() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::hang());
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .concurrency_limit(Some(8))
         .build()
         .unwrap();
-    let calls: Vec<_> = (0..100)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..100);
     while coordinator.in_flight() < 8 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -206,12 +181,7 @@ async fn dropped_calls_free_their_slots() {
     coordinator.reset();
     coordinator.always(Reply::approve().delay(Duration::from_secs(1)));
     let start = Instant::now();
-    let next: Vec<_> = (0..8)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let next = spawn_checks(&client, 0..8);
     for call in next {
         assert!(call.await.unwrap().unwrap().approved);
     }
@@ -223,7 +193,7 @@ async fn dropped_calls_free_their_slots() {
 async fn a_call_dropped_mid_backoff_frees_its_slot() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(503));
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .concurrency_limit(Some(1))
         .build()
         .unwrap();
@@ -244,7 +214,7 @@ async fn a_call_dropped_mid_backoff_frees_its_slot() {
 #[tokio::test(start_paused = true)]
 async fn service_contract() {
     let coordinator = TestCoordinator::start().await;
-    let mut client = builder(&coordinator)
+    let mut client = builder(coordinator.url())
         .concurrency_limit(Some(1))
         .build()
         .unwrap();
@@ -277,7 +247,7 @@ async fn service_contract() {
 async fn the_deadline_covers_the_wait_for_a_slot() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::approve().delay(Duration::from_secs(20)));
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .concurrency_limit(Some(1))
         .attempt_timeout(Duration::from_secs(25))
         .build()
@@ -299,7 +269,7 @@ async fn retry_budget_caps_an_outage() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::status(503));
     let budget = quality_gate::retry::RetryBudget::new(Duration::from_secs(10), 0, 0.2).unwrap();
-    let client = builder(&coordinator)
+    let client = builder(coordinator.url())
         .retry_budget(Some(budget))
         .build()
         .unwrap();
@@ -312,7 +282,10 @@ async fn retry_budget_caps_an_outage() {
     assert!((100..=120).contains(&hits), "{hits}");
     // Without a budget every call makes its three attempts.
     coordinator.reset();
-    let client = builder(&coordinator).retry_budget(None).build().unwrap();
+    let client = builder(coordinator.url())
+        .retry_budget(None)
+        .build()
+        .unwrap();
     for n in 0..10 {
         client.check(request(n)).await.unwrap_err();
     }
@@ -354,7 +327,7 @@ async fn health_reports_up_down_and_slow() {
 async fn hand_built_stack_with_the_builders_layers() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(502));
-    let b = builder(&coordinator);
+    let b = builder(coordinator.url());
     let svc = tower::ServiceBuilder::new()
         .layer(b.concurrency_limit_layer())
         .layer(b.total_timeout_layer())

@@ -5,18 +5,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use quality_gate::breaker::{CircuitBreakerConfig, CircuitState};
-use quality_gate::retry::{ExponentialBackoff, Jitter};
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest, Verdict};
+use quality_gate::{QualityClient, Verdict};
 use tokio::time::Instant;
 
-fn request(n: usize) -> QualityRequest {
-    QualityRequest::new(format!("task-{n}"), "agent-1")
-}
+mod common;
+
+use common::{builder, request, spawn_checks};
 
 fn with_breaker(coordinator: &TestCoordinator) -> QualityClient {
-    QualityClient::builder(coordinator.url())
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+    builder(coordinator.url())
         .retry_budget(None)
         .circuit_breaker(Some(CircuitBreakerConfig::default()))
         .build()
@@ -84,10 +82,7 @@ async fn the_breaker_is_off_by_default() {
 async fn request_id_is_shared_by_retries_and_unique_across_calls() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push_n(Reply::status(502), 2);
-    let client = QualityClient::builder(coordinator.url())
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
-        .build()
-        .unwrap();
+    let client = builder(coordinator.url()).build().unwrap();
     client.check(request(0)).await.unwrap();
     let ids: Vec<_> = coordinator
         .requests()
@@ -98,12 +93,7 @@ async fn request_id_is_shared_by_retries_and_unique_across_calls() {
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 
     coordinator.reset();
-    let calls: Vec<_> = (1..=1000)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 1..=1000);
     for call in calls {
         call.await.unwrap().unwrap();
     }

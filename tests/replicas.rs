@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use quality_gate::retry::{ExponentialBackoff, Jitter};
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Hedging, QualityClient, QualityRequest};
+use quality_gate::{Hedging, QualityClient};
 use tokio::time::Instant;
 
-fn request(n: usize) -> QualityRequest {
-    QualityRequest::new(format!("task-{n}"), "agent-1")
-}
+mod common;
+
+use common::{builder, request, spawn_checks};
 
 async fn replicas(n: usize) -> Vec<TestCoordinator> {
     let mut all = Vec::new();
@@ -21,23 +20,16 @@ async fn replicas(n: usize) -> Vec<TestCoordinator> {
 }
 
 fn client(replicas: &[TestCoordinator]) -> QualityClient {
-    QualityClient::builder(replicas[0].url())
+    builder(replicas[0].url())
         .base_urls(replicas.iter().map(TestCoordinator::url))
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
         .retry_budget(None)
         .build()
         .unwrap()
 }
 
 async fn run(client: &QualityClient, calls: std::ops::Range<usize>) -> usize {
-    let handles: Vec<_> = calls
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
     let mut approved = 0;
-    for h in handles {
+    for h in spawn_checks(client, calls) {
         if h.await.unwrap().is_ok_and(|v| v.approved) {
             approved += 1;
         }
@@ -83,9 +75,8 @@ async fn all_replicas_down_fails_fast_once_ejected() {
     let replicas = replicas(2).await;
     let urls: Vec<String> = replicas.iter().map(TestCoordinator::url).collect();
     drop(replicas);
-    let client = QualityClient::builder(urls[0].clone())
+    let client = builder(urls[0].clone())
         .base_urls(urls)
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
         .retry_budget(None)
         .build()
         .unwrap();

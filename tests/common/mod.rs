@@ -12,6 +12,7 @@ use std::time::Duration;
 use quality_gate::retry::{ExponentialBackoff, Jitter};
 use quality_gate::testing::{Recorded, TestCoordinator};
 use quality_gate::{ClientBuilder, Error, QualityClient, QualityRequest, QualityResponse};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A request whose task id names the call.
@@ -28,6 +29,21 @@ pub fn builder(url: impl Into<String>) -> ClientBuilder {
 /// The default client with the deterministic backoff.
 pub fn client(coordinator: &TestCoordinator) -> QualityClient {
     builder(coordinator.url()).build().unwrap()
+}
+
+/// Starts one call per number in `calls`, each on its own task with its own
+/// clone of `client`; the handles come back in order.
+pub fn spawn_checks(
+    client: &QualityClient,
+    calls: impl IntoIterator<Item = usize>,
+) -> Vec<JoinHandle<Result<QualityResponse, Error>>> {
+    calls
+        .into_iter()
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.check(request(n)).await })
+        })
+        .collect()
 }
 
 /// The time between consecutive requests the coordinator received.

@@ -11,7 +11,7 @@ use quality_gate::{ErrorKind, DEFAULT_BODY_LIMIT};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::common::{builder, client, gaps, hits_per_task, request, Tally};
+use crate::common::{builder, client, gaps, hits_per_task, request, spawn_checks, Tally};
 
 #[tokio::test(start_paused = true)]
 async fn a_5xx_storm_fails_every_call_after_three_attempts() {
@@ -24,12 +24,7 @@ async fn a_5xx_storm_fails_every_call_after_three_attempts() {
     let client = client(&coordinator);
 
     let start = Instant::now();
-    let calls: Vec<_> = (0..50)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..50);
     let mut tally = Tally::default();
     for call in calls {
         let outcome = call.await.unwrap();

@@ -11,7 +11,7 @@ use quality_gate::testing::{Recorded, Reply, TestCoordinator};
 use quality_gate::QualityClient;
 use tokio::time::Instant;
 
-use crate::common::{builder, client, hits_per_task, request, task_id, Rng, Tally};
+use crate::common::{builder, client, hits_per_task, request, spawn_checks, task_id, Rng, Tally};
 
 const LIMIT: usize = 16;
 
@@ -104,12 +104,7 @@ async fn ten_thousand_calls_through_a_limit_of_16() {
         .unwrap();
 
     let start = Instant::now();
-    let calls: Vec<_> = (0..CALLS)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..CALLS);
     let mut tally = Tally::default();
     for (n, call) in calls.into_iter().enumerate() {
         let outcome = call.await.unwrap();
@@ -184,12 +179,7 @@ fn fixed_tasks(coordinator: &TestCoordinator) -> i64 {
 }
 
 async fn wave(client: &QualityClient, from: usize, n: usize) -> Tally {
-    let calls: Vec<_> = (from..from + n)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(client, from..from + n);
     let mut tally = Tally::default();
     for call in calls {
         tally.add(&call.await.unwrap());
@@ -291,12 +281,7 @@ async fn a_full_outage_is_capped_by_the_retry_budget() {
     let client = client(&coordinator);
 
     let start = Instant::now();
-    let calls: Vec<_> = (0..CALLS)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..CALLS);
     let mut attempts = 0;
     for call in calls {
         let err = call.await.unwrap().unwrap_err();

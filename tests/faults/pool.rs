@@ -8,7 +8,9 @@ use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::ErrorKind;
 use tokio::time::Instant;
 
-use crate::common::{builder, client, closed_before_head, hits_per_task, request, Tally};
+use crate::common::{
+    builder, client, closed_before_head, hits_per_task, request, spawn_checks, Tally,
+};
 
 #[tokio::test(start_paused = true)]
 async fn idle_connections_closed_between_calls_are_replaced_without_an_error() {
@@ -115,12 +117,7 @@ async fn a_coordinator_restarted_on_the_same_port_mid_run() {
     // 355 ms, after it came back at 205 ms. Holding their slots through the
     // backoff, they keep the others waiting: those then run in 7 waves.
     let start = Instant::now();
-    let calls: Vec<_> = (0..200)
-        .map(|n| {
-            let client = client.clone();
-            tokio::spawn(async move { client.check(request(n)).await })
-        })
-        .collect();
+    let calls = spawn_checks(&client, 0..200);
     tokio::time::sleep_until(start + Duration::from_millis(55)).await;
     coordinator.stop().await;
     assert_eq!(coordinator.open_connections(), 0);
