@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 
-use crate::error::Error;
+use crate::error::{snippet, Error, RetryAfter};
 
 /// The path of the check endpoint below the coordinator's base URL.
 pub(crate) const CHECK_PATH: &str = "/api/quality/check";
@@ -39,6 +39,17 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The error for a non-success answer: its status, the start of its
+    /// body with any echoed secret removed, and its `Retry-After`.
+    pub(crate) fn status_error(
+        &self,
+        status: http::StatusCode,
+        body: &[u8],
+        retry_after: Option<RetryAfter>,
+    ) -> Error {
+        Error::http_status(status, self.scrub(snippet(body)), retry_after)
+    }
+
     /// Replaces any secret the coordinator echoed back in an error body.
     pub(crate) fn scrub(&self, mut snippet: String) -> String {
         for Secret(s) in &self.secrets {

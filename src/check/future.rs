@@ -15,7 +15,7 @@ use hyper_util::client::legacy;
 
 use super::config::Config;
 use super::stamp::lost_on_pooled_connection;
-use crate::error::{snippet, Error, RetryAfter};
+use crate::error::{Error, RetryAfter};
 use crate::wire::QualityResponse;
 
 /// How much of an error response's body is read for the error's snippet.
@@ -207,8 +207,7 @@ impl ResponseFuture {
         if status.is_success() {
             QualityResponse::from_json(body)
         } else {
-            let snippet = self.config.scrub(snippet(body));
-            Err(Error::http_status(status, snippet, retry_after))
+            Err(self.config.status_error(status, body, retry_after))
         }
     }
 }

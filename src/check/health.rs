@@ -5,7 +5,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::future::classify;
 use super::QualityCheck;
-use crate::error::{snippet, Error, RetryAfter, TimeoutKind};
+use crate::error::{Error, RetryAfter, TimeoutKind};
 
 /// How much of an unhealthy answer's body is read for the error's snippet.
 const HEALTH_BODY_READ: usize = 1024;
@@ -50,8 +50,7 @@ impl QualityCheck {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let snippet = self.config.scrub(snippet(&body));
-            Err(Error::http_status(status, snippet, retry_after))
+            Err(self.config.status_error(status, &body, retry_after))
         };
         match tokio::time::timeout(self.config.health_timeout, call).await {
             Ok(result) => result,

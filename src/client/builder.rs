@@ -300,19 +300,21 @@ impl ClientBuilder {
                 "a concurrency limit of 0 would block every call; use None for no limit",
             ));
         }
-        let check = self.check_service()?;
+        // One check per replica (the first is also the client's own, for
+        // health and request ids), or the one base URL's.
+        let checks = if self.replica_urls.len() > 1 {
+            self.replica_urls
+                .iter()
+                .map(|url| self.check.clone().base_url(url.clone()).build())
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![self.check_service()?]
+        };
+        let check = checks[0].clone();
         let policy = self.retry_policy();
-        let target = if self.replica_urls.len() <= 1 && self.hedging.is_none() {
+        let target = if checks.len() == 1 && self.hedging.is_none() {
             Either::Left(PreparedCheck(check.clone()))
         } else {
-            let checks = if self.replica_urls.len() <= 1 {
-                vec![check.clone()]
-            } else {
-                self.replica_urls
-                    .iter()
-                    .map(|url| self.check.clone().base_url(url.clone()).build())
-                    .collect::<Result<_, _>>()?
-            };
             Either::Right(replicas::routed(
                 checks,
                 self.attempt_timeout,
