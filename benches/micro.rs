@@ -23,6 +23,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use quality_gate::call::Call;
 use quality_gate::retry::{RetryBudget, RetryPolicy};
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{BoxError, Error, QualityCheck, QualityRequest, QualityResponse, TimeoutKind};
@@ -137,21 +138,18 @@ fn retry_decision(c: &mut Criterion) {
     // never runs out and every decision takes the same path (tower's budget
     // expires deposits by time window, so deposits matching withdrawals
     // one for one do not keep it solvent over a run of millions).
-    let mut template = RetryPolicy::new()
-        .deadline(Some(Duration::from_secs(30)))
-        .budget(
-            RetryBudget::new(Duration::from_secs(10), 1_000_000_000, 0.2).expect("a valid budget"),
-        );
-    let req = request();
-    // What tower's `Retry` does per call: the template sees the request,
-    // then a clone of it decides for that call.
+    let mut template = RetryPolicy::new().budget(
+        RetryBudget::new(Duration::from_secs(10), 1_000_000_000, 0.2).expect("a valid budget"),
+    );
+    // The call a policy is handed, with the client's 30 s deadline.
+    let mut attempt = Call::new(request().timeout(Duration::from_secs(30))).expect("a call");
+    // What tower's `Retry` does per call: the template sees the call, then
+    // a clone of it decides for that call.
+    let call_for_clone = attempt.clone();
     let mut per_call = move || {
-        Policy::<QualityRequest, QualityResponse, Error>::clone_request(&mut template, &req);
+        Policy::<Call, QualityResponse, Error>::clone_request(&mut template, &call_for_clone);
         template.clone()
     };
-
-    // The request a policy is handed; it decides without looking at it.
-    let mut attempt = request();
     let mut group = c.benchmark_group("retry_decision");
     let mut verdict: Result<QualityResponse, Error> = Ok(QualityResponse::approved("all"));
     let mut unavailable = Err(errors.unavailable);
@@ -181,7 +179,7 @@ fn retry_decision(c: &mut Criterion) {
         b.iter_batched_ref(
             &mut per_call,
             |policy| {
-                let wait = Policy::<QualityRequest, QualityResponse, BoxError>::retry(
+                let wait = Policy::<Call, QualityResponse, BoxError>::retry(
                     policy,
                     &mut attempt,
                     &mut elapsed,

@@ -239,7 +239,7 @@ impl Clients {
         let client = || {
             QualityClient::builder(url)
                 .concurrency_limit(Some(limit))
-                .check(check_options)
+                .http(check_options)
                 .build()
                 .expect("a valid client")
         };

@@ -40,9 +40,8 @@ struct Inner {
     source: Option<BoxError>,
     /// Attempts the call made before failing; 0 when not known.
     attempts: u32,
-    /// The request was written to a pooled connection the coordinator had
-    /// already closed, and never reached it.
-    lost_on_pooled_connection: bool,
+    /// The id of the call that failed, when a client gave it one.
+    request_id: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -145,7 +144,7 @@ impl Error {
                 kind,
                 source,
                 attempts: 0,
-                lost_on_pooled_connection: false,
+                request_id: None,
             }),
         }
     }
@@ -333,9 +332,11 @@ impl Error {
         }
     }
 
-    /// How many attempts the call made before it failed, when a
-    /// [`QualityClient`](crate::QualityClient) made it (a bare
-    /// [`QualityCheck`](crate::QualityCheck) makes one and does not say).
+    /// How many attempts of the call were sent before it failed (hedged
+    /// copies included), when the call went through
+    /// [`Identify`](crate::call::Identify), as every
+    /// [`QualityClient`](crate::QualityClient) call does; a bare
+    /// [`QualityCheck`](crate::QualityCheck) makes one and does not say.
     pub fn attempts(&self) -> Option<u32> {
         match self.inner.attempts {
             0 => None,
@@ -343,17 +344,26 @@ impl Error {
         }
     }
 
-    pub(crate) fn lost_on_pooled_connection(mut self) -> Error {
-        self.inner.lost_on_pooled_connection = true;
+    /// The request id of the call that failed (the `x-request-id` it sent),
+    /// when it had one: the key to find the call in the coordinator's logs.
+    pub fn request_id(&self) -> Option<&str> {
+        self.inner
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+    }
+
+    pub(crate) fn with_request_id(mut self, id: http::HeaderValue) -> Error {
+        self.inner.request_id = Some(id);
         self
     }
 
-    /// True when the request was written to a pooled keep-alive connection
-    /// that the coordinator had closed just before: it failed before any
-    /// response and never reached the coordinator, so the retry policy
-    /// resends it once at once, without counting an attempt.
-    pub fn is_lost_on_pooled_connection(&self) -> bool {
-        self.inner.lost_on_pooled_connection
+    /// Sets the source (the cause) of an error that has none.
+    pub(crate) fn caused_by(mut self, cause: Option<Error>) -> Error {
+        if self.inner.source.is_none() {
+            self.inner.source = cause.map(|c| Box::new(c) as BoxError);
+        }
+        self
     }
 
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
@@ -399,8 +409,8 @@ impl fmt::Debug for Error {
         if self.inner.attempts > 0 {
             d.field("attempts", &self.inner.attempts);
         }
-        if self.inner.lost_on_pooled_connection {
-            d.field("lost_on_pooled_connection", &true);
+        if let Some(id) = &self.inner.request_id {
+            d.field("request_id", id);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);

@@ -33,28 +33,27 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod breaker;
+pub mod call;
 mod check;
+pub mod classify;
 mod client;
 mod error;
 pub mod gate;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+mod time;
+pub mod timeout;
+mod trace;
 mod verdict;
 mod wire;
 
-pub use crate::check::{
-    QualityCheck, QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_COORDINATOR_URL, DEFAULT_HEALTH_TIMEOUT,
-    DEFAULT_POOL_IDLE_TIMEOUT,
-};
-pub use crate::client::{
-    ClientBuilder, Hedging, QualityClient, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT,
-    DEFAULT_REPLICA_EJECTION, DEFAULT_TOTAL_TIMEOUT,
-};
+pub use crate::check::QualityCheck;
+pub use crate::check::QualityCheckBuilder;
+pub use crate::client::{AttemptTarget, ClientBuilder, Hedging, QualityClient};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
-pub use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};
 

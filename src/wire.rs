@@ -1,14 +1,13 @@
 //! The wire contract: the request the orchestrator sends and the verdict the
 //! coordinator answers with, both JSON in camelCase.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::call::CallOptions;
 use crate::error::Error;
 
 /// One quality check: which agent's work on which task, touching which files.
@@ -39,6 +38,9 @@ pub struct QualityRequest {
     pub files: Vec<String>,
     /// A short human-readable summary of the diff.
     pub diff_summary: String,
+    /// Per-call options (deadline, request id, headers): not serialized.
+    #[serde(skip)]
+    options: CallOptions,
 }
 
 impl QualityRequest {
@@ -49,6 +51,7 @@ impl QualityRequest {
             agent_id: agent_id.into(),
             files: Vec::new(),
             diff_summary: String::new(),
+            options: CallOptions::default(),
         }
     }
 
@@ -66,6 +69,58 @@ impl QualityRequest {
     pub fn diff_summary(mut self, summary: impl Into<String>) -> Self {
         self.diff_summary = summary.into();
         self
+    }
+
+    /// Ends the call by `deadline` at the latest, waits, retries and backoff
+    /// included: a retry that cannot start before it is not scheduled, and
+    /// a call still running then fails with a total timeout
+    /// ([`Error::is_total_timeout`]). The client's own overall timeout still
+    /// applies if it ends sooner. A `std::time::Instant` converts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quality_gate::QualityRequest;
+    ///
+    /// let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    /// let req = QualityRequest::new("task-1", "agent-1").deadline(deadline);
+    /// assert_eq!(req.options().deadline, Some(deadline));
+    /// ```
+    pub fn deadline(mut self, deadline: impl Into<tokio::time::Instant>) -> Self {
+        self.options.deadline = Some(deadline.into());
+        self
+    }
+
+    /// Ends the call after `timeout` at the latest, counted from when the
+    /// client takes it; like [`deadline`](Self::deadline).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends this request id on every attempt instead of a generated one
+    /// (for example the id of the server request being handled).
+    pub fn request_id(mut self, id: HeaderValue) -> Self {
+        self.options.request_id = Some(id);
+        self
+    }
+
+    /// Sends this header with every attempt of this call only (for example
+    /// `traceparent`). A header the client sets itself (`content-type`,
+    /// `content-length`, `host`, …) fails the call with a configuration
+    /// error.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.options.headers.insert(name, value);
+        self
+    }
+
+    /// The per-call options.
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// The per-call options, to change in place.
+    pub fn options_mut(&mut self) -> &mut CallOptions {
+        &mut self.options
     }
 }
 
@@ -130,60 +185,6 @@ impl QualityResponse {
     }
 }
 
-/// A request encoded once, shared by every attempt of one call: cloning it for
-/// a retry is a reference-count increment.
-#[derive(Clone, Debug)]
-pub(crate) struct Prepared(Arc<PreparedInner>);
-
-#[derive(Debug)]
-struct PreparedInner {
-    body: Bytes,
-    request_id: Option<HeaderValue>,
-    task_id: String,
-    agent_id: String,
-    attempts: AtomicU32,
-}
-
-impl Prepared {
-    pub(crate) fn new(req: QualityRequest, request_id: Option<HeaderValue>) -> Self {
-        // Serializing plain strings into a Vec cannot fail.
-        let body = serde_json::to_vec(&req).unwrap_or_default();
-        Prepared(Arc::new(PreparedInner {
-            body: Bytes::from(body),
-            request_id,
-            task_id: req.task_id,
-            agent_id: req.agent_id,
-            attempts: AtomicU32::new(0),
-        }))
-    }
-
-    pub(crate) fn body(&self) -> Bytes {
-        self.0.body.clone()
-    }
-
-    pub(crate) fn request_id(&self) -> Option<&HeaderValue> {
-        self.0.request_id.as_ref()
-    }
-
-    pub(crate) fn task_id(&self) -> &str {
-        &self.0.task_id
-    }
-
-    pub(crate) fn agent_id(&self) -> &str {
-        &self.0.agent_id
-    }
-
-    /// Counts one more attempt and returns its number, starting at 1.
-    pub(crate) fn start_attempt(&self) -> u32 {
-        self.0.attempts.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// How many attempts this call has started so far.
-    pub(crate) fn attempts(&self) -> u32 {
-        self.0.attempts.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +204,7 @@ mod tests {
         let req = QualityRequest::new("tâche-✓", "агент\u{0}\u{1b}")
             .files(["dir/файл.rs", "emoji-🦀.md", "tab\tnew\nline"])
             .diff_summary("\"quoted\" \\ back \u{7f} 中文");
-        let bytes = Prepared::new(req.clone(), None).body();
+        let bytes = crate::call::Call::new(req.clone()).unwrap().body().clone();
         let back: QualityRequest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, req);
     }
@@ -213,7 +214,7 @@ mod tests {
         let summary = "x".repeat(4 * 1024 * 1024);
         let req = QualityRequest::new("t", "a").diff_summary(summary.clone());
         let back: QualityRequest =
-            serde_json::from_slice(&Prepared::new(req, None).body()).unwrap();
+            serde_json::from_slice(crate::call::Call::new(req).unwrap().body()).unwrap();
         assert_eq!(back.diff_summary.len(), summary.len());
     }
 
@@ -244,14 +245,5 @@ mod tests {
             assert!(err.is_invalid_response(), "{body:?}: {err:?}");
             assert!(!err.is_retryable());
         }
-    }
-
-    #[test]
-    fn prepared_counts_attempts_across_clones() {
-        let p = Prepared::new(QualityRequest::new("t", "a"), None);
-        let q = p.clone();
-        assert_eq!(p.start_attempt(), 1);
-        assert_eq!(q.start_attempt(), 2);
-        assert_eq!(p.attempts(), 2);
     }
 }

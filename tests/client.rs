@@ -299,7 +299,7 @@ async fn bad_configuration_fails_at_build() {
         QualityClient::builder("http://127.0.0.1:1").concurrency_limit(Some(0)),
         QualityClient::builder("http://127.0.0.1:1").total_timeout(Duration::ZERO),
         QualityClient::builder("http://127.0.0.1:1").bearer_token("a\r\nb"),
-        QualityClient::builder("http://127.0.0.1:1").check(|c| c.header("x-a", "a\nb")),
+        QualityClient::builder("http://127.0.0.1:1").http(|c| c.header("x-a", "a\nb")),
     ] {
         assert!(b.build().unwrap_err().is_config());
     }
@@ -314,7 +314,7 @@ async fn health_reports_up_down_and_slow() {
     let err = client.health().await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     let slow = QualityClient::builder(coordinator.url())
-        .check(|c| c.health_timeout(Duration::from_millis(20)))
+        .http(|c| c.health_timeout(Duration::from_millis(20)))
         .build()
         .unwrap();
     coordinator.set_health(Reply::approve().delay(Duration::from_secs(5)));
@@ -329,12 +329,13 @@ async fn hand_built_stack_with_the_builders_layers() {
     coordinator.push(Reply::status(502));
     let b = builder(coordinator.url());
     let svc = tower::ServiceBuilder::new()
+        .layer(b.identify_layer())
         .layer(b.concurrency_limit_layer())
-        .layer(b.total_timeout_layer())
+        .layer(b.deadline_layer())
         .layer(b.retry_layer())
+        .option_layer(b.circuit_breaker_layer())
         .layer(b.attempt_timeout_layer())
-        .map_err(quality_gate::Error::from)
-        .service(b.check_service().unwrap());
+        .service(b.target_service().unwrap());
     assert!(svc.oneshot(request(1)).await.unwrap().approved);
     assert_eq!(coordinator.hits(), 2);
 }

@@ -46,17 +46,23 @@ async fn logs_attempts_and_outcome_without_secrets_or_body() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for expected in [
-        "task_id=task-77",
-        "agent_id=agent-9",
-        "attempt=1",
-        "attempt=2",
-        "status=503",
-        "error_kind=\"status\"",
+        "quality_gate.check{",
+        "quality_gate.task_id=task-77",
+        "quality_gate.agent_id=agent-9",
+        "POST{otel.kind=\"client\"",
+        "http.request.method=\"POST\"",
+        "server.address=\"127.0.0.1\"",
+        "quality_gate.attempt=1",
+        "quality_gate.attempt=2",
+        "http.request.resend_count=1",
+        "http.response.status_code=503",
+        "error.type=\"503\"",
+        "error.type=\"status\"",
         "retrying",
         "attempts=2",
         "quality check finished",
-        "outcome=\"approved\"",
-        "request_id=",
+        "approved=true",
+        "quality_gate.request_id=\"qg-",
     ] {
         assert!(
             logs.contains(expected),

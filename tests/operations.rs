@@ -110,12 +110,12 @@ async fn request_id_is_shared_by_retries_and_unique_across_calls() {
 async fn request_id_header_is_configurable() {
     let coordinator = TestCoordinator::start().await;
     let named = QualityClient::builder(coordinator.url())
-        .check(|c| c.request_id_header(Some("idempotency-key")))
+        .http(|c| c.request_id_header(Some("idempotency-key")))
         .build()
         .unwrap();
     named.check(request(1)).await.unwrap();
     let none = QualityClient::builder(coordinator.url())
-        .check(|c| c.request_id_header(None))
+        .http(|c| c.request_id_header(None))
         .build()
         .unwrap();
     none.check(request(2)).await.unwrap();
@@ -124,8 +124,8 @@ async fn request_id_header_is_configurable() {
     assert!(!got[0].headers.contains_key("x-request-id"));
     assert!(!got[1].headers.contains_key("idempotency-key"));
     assert!(!got[1].headers.contains_key("x-request-id"));
-    let bad = QualityClient::builder(coordinator.url())
-        .check(|c| c.request_id_header(Some("bad header")));
+    let bad =
+        QualityClient::builder(coordinator.url()).http(|c| c.request_id_header(Some("bad header")));
     assert!(bad.build().unwrap_err().is_config());
 }
 

@@ -74,7 +74,7 @@ async fn https_with_a_trusted_root() {
     let (url, cert) = tls_coordinator().await;
     for http2 in [false, true] {
         let client = QualityClient::builder(url.clone())
-            .check(|c| c.add_root_certificate(cert.to_vec()).http2(http2))
+            .http(|c| c.add_root_certificate(cert.to_vec()).http2(http2))
             .build()
             .unwrap();
         let verdict = client.check(QualityRequest::new("t", "a")).await.unwrap();

@@ -7,16 +7,18 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::{Admission, Shared};
+use crate::classify::ClassifyFailure;
 use crate::error::Error;
 
 pin_project! {
     /// The future of a [`CircuitBreaker`](super::CircuitBreaker) call:
     /// the inner call, whose outcome it records, or an immediate
     /// circuit-open error.
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, C> {
         #[pin]
         inner: Option<F>,
         outcome: Option<Outcome>,
+        classify: Option<C>,
     }
 }
 
@@ -35,8 +37,13 @@ impl Drop for Outcome {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn admitted(inner: F, shared: Arc<Shared>, admission: Admission) -> Self {
+impl<F, C> ResponseFuture<F, C> {
+    pub(super) fn admitted(
+        inner: F,
+        shared: Arc<Shared>,
+        admission: Admission,
+        classify: C,
+    ) -> Self {
         ResponseFuture {
             inner: Some(inner),
             outcome: Some(Outcome {
@@ -44,6 +51,7 @@ impl<F> ResponseFuture<F> {
                 admission,
                 recorded: false,
             }),
+            classify: Some(classify),
         }
     }
 
@@ -51,24 +59,27 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             outcome: None,
+            classify: None,
         }
     }
 }
 
-impl<F, T> Future for ResponseFuture<F>
+impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
-    F: Future<Output = Result<T, Error>>,
+    F: Future<Output = Result<T, E>>,
+    E: From<Error>,
+    C: ClassifyFailure<E>,
 {
-    type Output = Result<T, Error>;
+    type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(Error::circuit_open()));
+            return Poll::Ready(Err(E::from(Error::circuit_open())));
         };
         let result = ready!(inner.poll(cx));
-        if let Some(outcome) = this.outcome {
-            let failed = matches!(&result, Err(e) if e.is_retryable());
+        if let (Some(outcome), Some(classify)) = (this.outcome, this.classify.as_ref()) {
+            let failed = matches!(&result, Err(e) if classify.is_failure(e));
             outcome.shared.record(outcome.admission, Some(failed));
             outcome.recorded = true;
         }
@@ -76,7 +87,7 @@ where
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("refused", &self.inner.is_none())

@@ -29,6 +29,7 @@ use tower::Service;
 pub use self::future::ResponseFuture;
 pub use self::layer::CircuitBreakerLayer;
 
+use crate::classify::{ClassifyFailure, RetryableFailures};
 use crate::error::Error;
 
 /// The default number of consecutive failed attempts that opens the
@@ -42,6 +43,7 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 const HALF_OPEN_RECHECK: Duration = Duration::from_millis(50);
 
 /// The state of a circuit breaker.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CircuitState {
     /// Calls go through; consecutive failures are counted.
@@ -54,6 +56,17 @@ pub enum CircuitState {
 }
 
 /// Settings of a [`CircuitBreakerLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use quality_gate::breaker::CircuitBreakerConfig;
+///
+/// let config = CircuitBreakerConfig::default()
+///     .failure_threshold(3)
+///     .cooldown(Duration::from_secs(10));
+/// assert_eq!(config.failure_threshold, 3);
+/// ```
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitBreakerConfig {
     /// Consecutive failed attempts that open the circuit (default 5; 0 is
@@ -61,6 +74,20 @@ pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     /// How long the circuit stays open before a probe (default 30 s).
     pub cooldown: Duration,
+}
+
+impl CircuitBreakerConfig {
+    /// Consecutive failed attempts that open the circuit (default 5).
+    pub const fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// How long the circuit stays open before a probe (default 30 s).
+    pub const fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
 }
 
 impl Default for CircuitBreakerConfig {
@@ -81,11 +108,17 @@ impl Default for CircuitBreakerConfig {
 /// error for which [`Error::is_circuit_open`] is true and
 /// [`Error::is_retryable`] is false, so a retry layer around it stops.
 ///
-/// Only failures that say the service is unwell count: those for which
-/// [`Error::is_retryable`] is true (connect and transport failures,
-/// timeouts, 408, 429, 5xx). A 4xx or an invalid response is an answer from
-/// a live coordinator and counts as a success. A call dropped before it
-/// finishes counts as neither; a dropped probe lets the next call probe.
+/// Only failures that say the service is unwell count, as its classifier
+/// ([`ClassifyFailure`]) decides; by default ([`RetryableFailures`]) those
+/// for which [`Error::is_retryable`] is true (connect and transport
+/// failures, timeouts, 408, 429, 5xx). A 4xx or an invalid response is an
+/// answer from a live coordinator and counts as a success. A call dropped
+/// before it finishes counts as neither; a dropped probe lets the next call
+/// probe.
+///
+/// It is generic tower middleware: it wraps any service whose error can
+/// hold the crate's [`Error`] (`S::Error: From<Error>`, so the crate's
+/// `Error` or tower's `BoxError`), above or below tower's `Timeout`.
 ///
 /// `poll_ready` never waits while the circuit is open, so callers are not
 /// blocked: they get the error from `call`. Every service made by one
@@ -98,17 +131,17 @@ impl Default for CircuitBreakerConfig {
 /// use tower::Layer;
 ///
 /// # fn main() -> Result<(), quality_gate::Error> {
-/// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig {
-///     failure_threshold: 3,
-///     cooldown: Duration::from_secs(10),
-/// });
+/// let layer = CircuitBreakerLayer::new(
+///     CircuitBreakerConfig::default().failure_threshold(3).cooldown(Duration::from_secs(10)),
+/// );
 /// let service = layer.layer(QualityCheck::new("http://127.0.0.1:8000")?);
 /// assert_eq!(service.state(), CircuitState::Closed);
 /// # Ok(()) }
 /// ```
-pub struct CircuitBreaker<S> {
+pub struct CircuitBreaker<S, C = RetryableFailures> {
     inner: S,
     shared: Arc<Shared>,
+    classify: C,
     /// Whether `poll_ready` drove the inner service ready for the next call.
     inner_ready: bool,
     /// In ejecting mode (one replica behind a balancer), `poll_ready` is
@@ -119,6 +152,8 @@ pub struct CircuitBreaker<S> {
 pub(crate) struct Shared {
     config: CircuitBreakerConfig,
     state: Mutex<State>,
+    /// What the breaker guards, for its events: a replica's address.
+    label: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -145,7 +180,17 @@ impl Shared {
                 ..config
             },
             state: Mutex::new(State::Closed { failures: 0 }),
+            label: None,
         }
+    }
+
+    pub(crate) fn labelled(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or("")
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -181,7 +226,10 @@ impl Shared {
             State::Closed { .. } => Some(Admission::Normal),
             State::Open { until } if Instant::now() >= until => {
                 *state = State::HalfOpen;
-                tracing::info!("circuit half-open: letting one probe through");
+                tracing::info!(
+                    replica = self.label(),
+                    "circuit half-open: letting one probe through"
+                );
                 Some(Admission::Probe)
             }
             State::Open { .. } | State::HalfOpen => None,
@@ -195,14 +243,18 @@ impl Shared {
         match (admission, failed, &mut *state) {
             (Admission::Probe, Some(false), _) => {
                 *state = State::Closed { failures: 0 };
-                tracing::info!("circuit closed: the probe succeeded");
+                tracing::info!(
+                    replica = self.label(),
+                    "circuit closed: the probe succeeded"
+                );
             }
             (Admission::Probe, Some(true), _) => {
                 *state = State::Open {
-                    until: Instant::now() + cooldown,
+                    until: crate::time::after(cooldown),
                 };
                 tracing::warn!(
-                    cooldown_ms = cooldown.as_millis() as u64,
+                    replica = self.label(),
+                    cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
                     "circuit open again: the probe failed"
                 );
             }
@@ -217,12 +269,13 @@ impl Shared {
                 *failures += 1;
                 if *failures >= self.config.failure_threshold {
                     tracing::warn!(
+                        replica = self.label(),
                         failures = *failures,
-                        cooldown_ms = cooldown.as_millis() as u64,
+                        cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
                         "circuit open: calls fail fast until the cooldown ends"
                     );
                     *state = State::Open {
-                        until: Instant::now() + cooldown,
+                        until: crate::time::after(cooldown),
                     };
                 }
             }
@@ -236,26 +289,30 @@ impl Shared {
 // ===== impl CircuitBreaker =====
 
 impl<S> CircuitBreaker<S> {
-    /// Wraps `inner` with a breaker of its own.
+    /// Wraps `inner` with a breaker of its own and the default classifier.
     pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
-        CircuitBreaker::with_shared(inner, Arc::new(Shared::new(config)))
-    }
-
-    pub(crate) fn with_shared(inner: S, shared: Arc<Shared>) -> Self {
-        CircuitBreaker {
-            inner,
-            shared,
-            inner_ready: false,
-            ejecting: None,
-        }
+        CircuitBreaker::with_shared(inner, Arc::new(Shared::new(config)), RetryableFailures)
     }
 
     /// A breaker for one replica behind a balancer: instead of failing calls
     /// while open, it is not ready, so the balancer sends calls elsewhere.
-    pub(crate) fn ejecting(inner: S, config: CircuitBreakerConfig) -> Self {
+    pub(crate) fn ejecting(inner: S, config: CircuitBreakerConfig, label: &str) -> Self {
+        let shared = Arc::new(Shared::new(config).labelled(label));
         CircuitBreaker {
             ejecting: Some(Box::pin(tokio::time::sleep(Duration::ZERO))),
-            ..CircuitBreaker::new(inner, config)
+            ..CircuitBreaker::with_shared(inner, shared, RetryableFailures)
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared>, classify: C) -> Self {
+        CircuitBreaker {
+            inner,
+            shared,
+            classify,
+            inner_ready: false,
+            ejecting: None,
         }
     }
 
@@ -281,10 +338,14 @@ impl<S> CircuitBreaker<S> {
     }
 }
 
-impl<S: Clone> Clone for CircuitBreaker<S> {
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         // A clone shares the state but not the readiness of this instance.
-        let mut clone = CircuitBreaker::with_shared(self.inner.clone(), self.shared.clone());
+        let mut clone = CircuitBreaker::with_shared(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.classify.clone(),
+        );
         if self.ejecting.is_some() {
             clone.ejecting = Some(Box::pin(tokio::time::sleep(Duration::ZERO)));
         }
@@ -292,15 +353,17 @@ impl<S: Clone> Clone for CircuitBreaker<S> {
     }
 }
 
-impl<S, Req> Service<Req> for CircuitBreaker<S>
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
-    S: Service<Req, Error = Error>,
+    S: Service<Req>,
+    S::Error: From<Error>,
+    C: ClassifyFailure<S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = Error;
-    type Future = ResponseFuture<S::Future>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         if self.inner_ready {
             return Poll::Ready(Ok(()));
         }
@@ -332,12 +395,10 @@ where
             // calls in flight may have opened the circuit since. Refusing
             // now would fail the call for good, so let it through.
             let admission = self.shared.admit().unwrap_or(Admission::Normal);
-            return ResponseFuture::admitted(self.inner.call(req), self.shared.clone(), admission);
+            return self.admitted(req, admission);
         }
         match self.shared.admit() {
-            Some(admission) if inner_ready => {
-                ResponseFuture::admitted(self.inner.call(req), self.shared.clone(), admission)
-            }
+            Some(admission) if inner_ready => self.admitted(req, admission),
             Some(admission) => {
                 self.shared.record(admission, None);
                 ResponseFuture::refused()
@@ -347,7 +408,23 @@ where
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
+impl<S, C> CircuitBreaker<S, C> {
+    fn admitted<Req>(&mut self, req: Req, admission: Admission) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
+        let future = self.inner.call(req);
+        ResponseFuture::admitted(
+            future,
+            self.shared.clone(),
+            admission,
+            self.classify.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)

@@ -252,7 +252,7 @@ async fn an_ejected_replica_is_not_ready_until_the_cooldown_ends() {
         failure_threshold: 2,
         cooldown: Duration::from_secs(10),
     };
-    let mut svc = CircuitBreaker::ejecting(inner(calls.clone()), config);
+    let mut svc = CircuitBreaker::ejecting(inner(calls.clone()), config, "replica-1");
     // Made ready while closed; two failures elsewhere open it before the
     // call. The call still goes through: the balancer already chose it.
     let mut other = svc.clone();

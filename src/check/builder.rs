@@ -15,21 +15,21 @@ use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 
 /// The default cap on a response body: 1 MiB. A verdict is a few hundred
 /// bytes; even rich `details` stay far below this.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default connect timeout: 3.1 s, as the AWS SDK uses; without one a
 /// dead host hangs until the attempt timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// The default idle time after which a pooled connection is closed: 90 s,
 /// hyper-util's own default.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default timeout of [`QualityCheck::health`]: 2 s. A health endpoint
 /// that takes longer is as good as down for a readiness probe.
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The coordinator URL used when `COORDINATOR_URL` is unset: the
 /// coordinator's conventional port on this host.
-pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
+pub(crate) const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
 /// The environment variable [`QualityCheck::from_env`] reads.
-pub const COORDINATOR_URL_ENV: &str = "COORDINATOR_URL";
+pub(crate) const COORDINATOR_URL_ENV: &str = "COORDINATOR_URL";
 
 /// Builds a [`QualityCheck`]. Every option has a documented default;
 /// [`build`](QualityCheckBuilder::build) validates them all, so a bad URL or
@@ -188,6 +188,11 @@ impl QualityCheckBuilder {
     pub fn builtin_roots(mut self, enabled: bool) -> Self {
         self.tls.no_builtin_roots = !enabled;
         self
+    }
+
+    /// Whether calls carry a request id.
+    pub(crate) fn sends_request_ids(&self) -> bool {
+        self.request_id_header.is_some()
     }
 
     /// Validates the options and builds the service.

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::stamp::Stamping;
 use crate::error::Error;
 
 /// The connector type of this build.
 #[cfg(not(feature = "rustls"))]
-pub(crate) type Connector = Stamping<HttpConnector>;
+pub(crate) type Connector = HttpConnector;
 
 /// The connector type of this build.
 #[cfg(feature = "rustls")]
-pub(crate) type Connector = Stamping<hyper_rustls::HttpsConnector<HttpConnector>>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// TLS options of a build with the `rustls` feature.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +39,7 @@ pub(crate) fn connector(
     _http2: bool,
     _tls: &Tls,
 ) -> Result<Connector, Error> {
-    Ok(Stamping(tcp(connect_timeout)))
+    Ok(tcp(connect_timeout))
 }
 
 #[cfg(feature = "rustls")]
@@ -77,9 +76,9 @@ pub(crate) fn connector(
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http();
-    Ok(Stamping(if http2 {
+    Ok(if http2 {
         builder.enable_http2().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
-    }))
+    })
 }

@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy;
 
 use super::config::Config;
-use super::stamp::lost_on_pooled_connection;
 use crate::error::{Error, RetryAfter};
 use crate::wire::QualityResponse;
 
@@ -30,8 +29,6 @@ pub struct ResponseFuture {
     state: State,
     config: Arc<Config>,
     span: tracing::Span,
-    /// The attempt's place in the order of connection opens.
-    ticket: u64,
 }
 
 enum State {
@@ -45,6 +42,7 @@ enum State {
         status: StatusCode,
         retry_after: Option<RetryAfter>,
     },
+    Failed(Option<Error>),
     Done,
 }
 
@@ -53,13 +51,20 @@ impl ResponseFuture {
         sending: legacy::ResponseFuture,
         config: Arc<Config>,
         span: tracing::Span,
-        ticket: u64,
     ) -> Self {
         ResponseFuture {
             state: State::Sending(sending),
             config,
             span,
-            ticket,
+        }
+    }
+
+    /// A future that fails at once, before anything is sent.
+    pub(super) fn failed(error: Error, config: Arc<Config>) -> Self {
+        ResponseFuture {
+            state: State::Failed(Some(error)),
+            config,
+            span: tracing::Span::none(),
         }
     }
 
@@ -67,7 +72,10 @@ impl ResponseFuture {
     fn on_head(&mut self, response: http::Response<Incoming>) -> Result<(), Error> {
         let (parts, body) = response.into_parts();
         let status = parts.status;
-        self.span.record("status", status.as_u16());
+        self.span
+            .record("http.response.status_code", status.as_u16());
+        self.span
+            .record("network.protocol.version", protocol_version(parts.version));
         if status.is_success() {
             check_content_type(&parts.headers)?;
             if content_length(&parts.headers).is_some_and(|n| n > self.config.body_limit as u64) {
@@ -98,16 +106,15 @@ impl ResponseFuture {
         self.state = State::Done;
         match &result {
             Ok(verdict) => {
-                let outcome = if verdict.approved {
-                    "approved"
-                } else {
-                    "rejected"
-                };
-                self.span.record("outcome", outcome);
-                tracing::debug!(gate = %verdict.gate, "verdict");
+                tracing::debug!(approved = verdict.approved, gate = %verdict.gate, "verdict");
             }
             Err(err) => {
-                self.span.record("outcome", err.kind().as_str());
+                let kind = match err.status() {
+                    Some(status) => status.as_str().to_owned(),
+                    None => err.kind().as_str().to_owned(),
+                };
+                self.span.record("error.type", kind.as_str());
+                self.span.record("otel.status_code", "ERROR");
                 tracing::debug!(error = %err, retryable = err.is_retryable(), "attempt failed");
             }
         }
@@ -126,10 +133,7 @@ impl Future for ResponseFuture {
             match &mut this.state {
                 State::Sending(sending) => {
                     let result = ready!(Pin::new(sending).poll(cx));
-                    let ticket = this.ticket;
-                    let head = result
-                        .map_err(|e| classify(e, ticket))
-                        .and_then(|r| this.on_head(r));
+                    let head = result.map_err(classify).and_then(|r| this.on_head(r));
                     if let Err(err) = head {
                         return this.finish(Err(err));
                     }
@@ -191,6 +195,10 @@ impl Future for ResponseFuture {
                         return this.finish(result);
                     }
                 }
+                State::Failed(error) => {
+                    let error = error.take().unwrap_or_else(Error::not_ready);
+                    return this.finish(Err(error));
+                }
                 State::Done => panic!("ResponseFuture polled after completion"),
             }
         }
@@ -217,6 +225,7 @@ impl fmt::Debug for ResponseFuture {
         let state = match self.state {
             State::Sending(_) => "sending",
             State::Reading { .. } => "reading",
+            State::Failed(_) => "failed",
             State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
@@ -225,16 +234,27 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
-/// Splits hyper-util's errors into "never connected" and "failed after",
-/// and marks a request lost on a pooled connection the coordinator had
-/// closed (see [`stamp`](super::stamp)).
-pub(super) fn classify(err: legacy::Error, ticket: u64) -> Error {
+/// Splits hyper-util's errors into "never connected" and "failed after".
+///
+/// A request lost on a pooled connection the coordinator had just closed is
+/// a transport error like any other: hyper-util already resends a request
+/// it never wrote, and one that was written may have reached the
+/// coordinator, so resending it is a retry, counted and budgeted.
+pub(super) fn classify(err: legacy::Error) -> Error {
     if err.is_connect() {
         Error::connect(err)
-    } else if lost_on_pooled_connection(&err, ticket) {
-        Error::transport(err).lost_on_pooled_connection()
     } else {
         Error::transport(err)
+    }
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
     }
 }
 

@@ -31,11 +31,7 @@ impl QualityCheck {
         *request.headers_mut() = self.config.headers.clone();
         request.headers_mut().remove(http::header::CONTENT_TYPE);
         let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| classify(e, super::stamp::ticket()))?;
+            let response = self.client.request(request).await.map_err(classify)?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());

@@ -5,7 +5,6 @@ pub(crate) mod config;
 mod connector;
 mod future;
 mod health;
-mod stamp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,15 +16,13 @@ use hyper_util::client::legacy::Client;
 use tower::Service;
 
 pub(crate) use self::builder::env_url;
-pub use self::builder::{
-    QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_COORDINATOR_URL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
-};
+pub use self::builder::QualityCheckBuilder;
 pub use self::future::ResponseFuture;
 
 use self::config::Config;
+use crate::call::Call;
 use crate::error::Error;
-use crate::wire::{Prepared, QualityRequest, QualityResponse};
+use crate::wire::{QualityRequest, QualityResponse};
 
 /// One attempt of the quality check: `POST {base}/api/quality/check` over a
 /// pooled keep-alive connection, with the verdict read and decoded inside the
@@ -82,45 +79,22 @@ impl QualityCheck {
         &self.config.base
     }
 
-    /// Encodes a request once for all attempts of one call, with a fresh
-    /// request id if ids are on.
-    pub(crate) fn prepare(&self, req: QualityRequest) -> Prepared {
-        let id = self
-            .config
-            .request_id_header
-            .as_ref()
-            .map(|_| crate::request_id::next());
-        Prepared::new(req, id)
-    }
-
-    /// Sends one attempt of a prepared request.
-    pub(crate) fn send(&self, req: &Prepared) -> ResponseFuture {
-        let attempt = req.start_attempt();
-        let span = tracing::debug_span!(
-            "quality_check",
-            task_id = %req.task_id(),
-            agent_id = %req.agent_id(),
-            request_id = req.request_id().and_then(|id| id.to_str().ok()).unwrap_or(""),
-            attempt,
-            status = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let mut request = http::Request::new(Full::new(req.body()));
+    /// Sends one attempt of `call`.
+    fn send(&self, call: &Call) -> ResponseFuture {
+        let attempt = call.start_attempt();
+        let span = crate::trace::attempt_span(call, attempt, &self.config.check_uri);
+        let mut request = http::Request::new(Full::new(call.body().clone()));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.config.check_uri.clone();
-        *request.headers_mut() = self.config.headers.clone();
-        if let (Some(name), Some(id)) = (&self.config.request_id_header, req.request_id()) {
-            request.headers_mut().insert(name.clone(), id.clone());
+        let headers = request.headers_mut();
+        *headers = self.config.headers.clone();
+        for (name, value) in call.headers() {
+            headers.insert(name.clone(), value.clone());
         }
-        // Taken before the pool is asked for a connection: any connection
-        // with an earlier ticket was opened before this attempt.
-        let ticket = stamp::ticket();
-        ResponseFuture::new(
-            self.client.request(request),
-            self.config.clone(),
-            span,
-            ticket,
-        )
+        if let (Some(name), Some(id)) = (&self.config.request_id_header, call.request_id()) {
+            headers.insert(name.clone(), id.clone());
+        }
+        ResponseFuture::new(self.client.request(request), self.config.clone(), span)
     }
 }
 
@@ -135,25 +109,17 @@ impl Service<QualityRequest> for QualityCheck {
         Poll::Ready(Ok(()))
     }
 
+    /// Sends `req` as a call of one attempt, with its own request id (see
+    /// [`Call::new`]).
     fn call(&mut self, req: QualityRequest) -> ResponseFuture {
-        self.send(&self.prepare(req))
+        match Call::new(req) {
+            Ok(call) => self.send(&call),
+            Err(error) => ResponseFuture::failed(error, self.config.clone()),
+        }
     }
 }
 
-impl fmt::Debug for QualityCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QualityCheck")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// [`QualityCheck`] over requests encoded once, so that the retries of one
-/// call share one body and one attempt counter.
-#[derive(Clone, Debug)]
-pub(crate) struct PreparedCheck(pub(crate) QualityCheck);
-
-impl Service<Prepared> for PreparedCheck {
+impl Service<Call> for QualityCheck {
     type Response = QualityResponse;
     type Error = Error;
     type Future = ResponseFuture;
@@ -162,7 +128,17 @@ impl Service<Prepared> for PreparedCheck {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Prepared) -> ResponseFuture {
-        self.0.send(&req)
+    /// Sends one attempt of `call`: its body, its request id and per-call
+    /// headers, counted in its attempts.
+    fn call(&mut self, call: Call) -> ResponseFuture {
+        self.send(&call)
+    }
+}
+
+impl fmt::Debug for QualityCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QualityCheck")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }

@@ -4,31 +4,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
-use tower::retry::{Retry, RetryLayer};
-use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::{Either, MapErr};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::retry::RetryLayer;
+use tower::util::{BoxCloneSyncService, Either};
+use tower::ServiceBuilder;
 
 use super::replicas::{self, Hedging, DEFAULT_REPLICA_EJECTION};
-use super::{attempt_error, total_error, ErrFn, QualityClient, Settings};
-use tower::Layer;
+use super::{QualityClient, Settings};
 
 use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use crate::check::{PreparedCheck, QualityCheck, QualityCheckBuilder};
+use crate::call::{Call, IdentifyLayer};
+use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
+use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
+use crate::wire::QualityResponse;
 
-/// The default per-attempt timeout: 10 s. A coordinator runs builds, tests
-/// and an AI review, so a verdict legitimately takes seconds; an attempt
-/// slower than this is treated as lost and retried.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default overall deadline: 30 s, for all attempts and the waits
-/// between them, so three slow attempts fit but a caller never waits longer.
-pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default most calls in flight to the coordinator, across all clones:
-/// 64, enough for a busy orchestrator, few enough not to swamp a coordinator
-/// that runs a build per call.
-pub const DEFAULT_CONCURRENCY_LIMIT: usize = 64;
+/// Where the client sends an attempt: the one coordinator, or a balanced
+/// and/or hedged set of replicas ([`ClientBuilder::target_service`]).
+pub type AttemptTarget = Either<QualityCheck, BoxCloneSyncService<Call, QualityResponse, Error>>;
+
+/// 10 s: a coordinator runs builds, tests and an AI review, so a verdict
+/// legitimately takes seconds; an attempt slower than this is treated as lost.
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// 30 s for all attempts and the waits between them: three slow attempts
+/// fit, and a caller never waits longer.
+const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// 64 calls in flight: enough for a busy orchestrator, few enough not to
+/// swamp a coordinator that runs a build per call.
+const DEFAULT_CONCURRENCY_LIMIT: usize = 64;
 
 /// The queue in front of the balancer or hedge when the client has no
 /// concurrency limit to size it.
@@ -37,8 +41,11 @@ const DEFAULT_QUEUE: usize = 1024;
 /// Builds a [`QualityClient`]; every option has a documented default and is
 /// validated by [`build`](ClientBuilder::build).
 ///
-/// It also hands out each layer of the default stack, so the same stack can
-/// be put together with `tower::ServiceBuilder`, with any piece replaced:
+/// It also hands out each layer of the stack, and [`build`](Self::build)
+/// is made of exactly those layers, so a stack put together with
+/// `tower::ServiceBuilder`, with any piece replaced, keeps everything the
+/// built client does (request ids shared by retries, attempt counts, the
+/// call's span and deadline):
 ///
 /// ```
 /// use quality_gate::{Error, QualityClient};
@@ -47,14 +54,19 @@ const DEFAULT_QUEUE: usize = 1024;
 /// # fn main() -> Result<(), Error> {
 /// let b = QualityClient::builder("http://127.0.0.1:8000").attempts(2);
 /// let service = ServiceBuilder::new()
+///     .layer(b.identify_layer()) // the call's id, body, deadline, span: outside any retry
 ///     .layer(b.concurrency_limit_layer())
-///     .layer(b.total_timeout_layer())
-///     .layer(b.retry_layer()) // or `.retry(your_policy)`
+///     .layer(b.deadline_layer())
+///     .layer(b.retry_layer()) // or `.retry(your_policy)`: any Policy<Call, _, _>
+///     .option_layer(b.circuit_breaker_layer())
 ///     .layer(b.attempt_timeout_layer())
-///     .map_err(|e: quality_gate::BoxError| Error::from(e)) // back to the typed error
-///     .service(b.check_service()?);
+///     .service(b.target_service()?);
 /// # let _ = service; Ok(()) }
 /// ```
+///
+/// Builders that are clones of one another share one concurrency limit:
+/// the layers one builder hands out and the client it builds count against
+/// the same slots.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     check: QualityCheckBuilder,
@@ -62,6 +74,7 @@ pub struct ClientBuilder {
     attempt_timeout: Duration,
     total_timeout: Duration,
     concurrency_limit: Option<usize>,
+    semaphore: Arc<Semaphore>,
     circuit_breaker: Option<CircuitBreakerConfig>,
     replica_urls: Vec<String>,
     replica_ejection: CircuitBreakerConfig,
@@ -76,6 +89,7 @@ impl ClientBuilder {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             concurrency_limit: Some(DEFAULT_CONCURRENCY_LIMIT),
+            semaphore: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY_LIMIT)),
             circuit_breaker: None,
             replica_urls: Vec::new(),
             replica_ejection: DEFAULT_REPLICA_EJECTION,
@@ -89,41 +103,64 @@ impl ClientBuilder {
         Ok(ClientBuilder::new(crate::check::env_url()?))
     }
 
-    // ----- the call -----
+    // ----- HTTP: each attempt -----
 
-    /// Replaces the options of the underlying [`QualityCheck`] (URL, body
-    /// cap, credentials, headers, HTTP/2); see [`QualityCheckBuilder`].
+    /// Sets any option of the HTTP side of each attempt (URL, body cap,
+    /// credentials, headers, HTTP/2, connection pool, TLS): the
+    /// [`QualityCheckBuilder`] is their one home. The common ones have
+    /// shortcuts here ([`bearer_token`](Self::bearer_token),
+    /// [`api_key`](Self::api_key), [`header`](Self::header),
+    /// [`body_limit`](Self::body_limit), [`connect_timeout`](Self::connect_timeout),
+    /// [`http2`](Self::http2)).
     ///
     /// ```
     /// use quality_gate::QualityClient;
     ///
     /// let client = QualityClient::builder("http://127.0.0.1:8000")
-    ///     .check(|c| c.api_key("k-123").header("x-team", "infra").body_limit(64 * 1024))
+    ///     .http(|h| h.api_key("k-123").header("x-team", "infra").pool_max_idle_per_host(8))
     ///     .build()
     ///     .unwrap();
     /// assert!(!format!("{client:?}").contains("k-123"));
     /// ```
-    pub fn check(mut self, f: impl FnOnce(QualityCheckBuilder) -> QualityCheckBuilder) -> Self {
+    pub fn http(mut self, f: impl FnOnce(QualityCheckBuilder) -> QualityCheckBuilder) -> Self {
         self.check = f(self.check);
         self
+    }
+
+    /// Adds a static header sent on every attempt; see
+    /// [`QualityCheckBuilder::header`].
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.http(|h| h.header(name, value))
+    }
+
+    /// How long to wait for a connection (default 3.1 s); see
+    /// [`QualityCheckBuilder::connect_timeout`].
+    pub fn connect_timeout(self, timeout: impl Into<Option<Duration>>) -> Self {
+        let timeout = timeout.into();
+        self.http(|h| h.connect_timeout(timeout))
+    }
+
+    /// Speaks HTTP/2 (default off); see [`QualityCheckBuilder::http2`].
+    pub fn http2(self, enabled: bool) -> Self {
+        self.http(|h| h.http2(enabled))
     }
 
     /// Sends `Authorization: Bearer {token}` (never printed); see
     /// [`QualityCheckBuilder::bearer_token`].
     pub fn bearer_token(self, token: impl Into<String>) -> Self {
-        self.check(|c| c.bearer_token(token))
+        self.http(|h| h.bearer_token(token))
     }
 
     /// Sends `X-API-Key: {key}` (never printed); see
     /// [`QualityCheckBuilder::api_key`].
     pub fn api_key(self, key: impl Into<String>) -> Self {
-        self.check(|c| c.api_key(key))
+        self.http(|h| h.api_key(key))
     }
 
     /// The largest response body read (default 1 MiB); see
     /// [`QualityCheckBuilder::body_limit`].
     pub fn body_limit(self, bytes: usize) -> Self {
-        self.check(|c| c.body_limit(bytes))
+        self.http(|h| h.body_limit(bytes))
     }
 
     // ----- retries -----
@@ -152,11 +189,15 @@ impl ClientBuilder {
     /// [`RetryBudget::default`]: 20% of calls plus 10 a second, so an outage
     /// raises the load on the coordinator by about 1.2×, not 3×). `None`
     /// turns it off.
-    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
-        self.policy = match budget {
-            Some(budget) => self.policy.budget(budget),
-            None => self.policy.no_budget(),
-        };
+    pub fn retry_budget(mut self, budget: impl Into<Option<RetryBudget>>) -> Self {
+        self.policy = self.policy.budget(budget);
+        self
+    }
+
+    /// Replaces the whole retry policy (attempts, backoff, `Retry-After`
+    /// cap, budget) with `policy`.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -175,10 +216,12 @@ impl ClientBuilder {
         self
     }
 
-    /// The most calls in flight at once across all clones (default 64);
-    /// `None` for no limit.
-    pub fn concurrency_limit(mut self, limit: Option<usize>) -> Self {
-        self.concurrency_limit = limit;
+    /// The most calls in flight at once across all clones (default 64),
+    /// hedged copies included: the coordinator never sees more; `None` for
+    /// no limit.
+    pub fn concurrency_limit(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.concurrency_limit = limit.into();
+        self.semaphore = Arc::new(Semaphore::new(self.permits()));
         self
     }
 
@@ -194,8 +237,8 @@ impl ClientBuilder {
     /// coordinator is slow to fail (a host that drops packets makes every
     /// attempt wait for its timeout) or must be shielded from any traffic
     /// while it recovers.
-    pub fn circuit_breaker(mut self, config: Option<CircuitBreakerConfig>) -> Self {
-        self.circuit_breaker = config;
+    pub fn circuit_breaker(mut self, config: impl Into<Option<CircuitBreakerConfig>>) -> Self {
+        self.circuit_breaker = config.into();
         self
     }
 
@@ -237,7 +280,7 @@ impl ClientBuilder {
     }
 
     /// When a replica is taken out of the balancer, and for how long
-    /// (default [`DEFAULT_REPLICA_EJECTION`]: 3 failures, 10 s).
+    /// (default 3 consecutive failed attempts, then 10 s out).
     pub fn replica_ejection(mut self, config: CircuitBreakerConfig) -> Self {
         self.replica_ejection = config;
         self
@@ -246,51 +289,88 @@ impl ClientBuilder {
     /// Sends a second copy of an attempt that is slower than most (default
     /// off); see [`Hedging`] for when that is worth its load. Like
     /// balancing, it needs a Tokio runtime at build time.
-    pub fn hedging(mut self, hedging: Option<Hedging>) -> Self {
-        self.hedging = hedging;
+    pub fn hedging(mut self, hedging: impl Into<Option<Hedging>>) -> Self {
+        self.hedging = hedging.into();
         self
     }
 
     // ----- the layers, for a hand-built stack -----
 
-    /// The configured retry policy, its deadline set to the total timeout.
-    pub fn retry_policy(&self) -> RetryPolicy {
-        self.policy.clone().deadline(Some(self.total_timeout))
+    /// The layer that gives each call its identity ([`IdentifyLayer`]):
+    /// request id, body encoded once, deadline (the total timeout, or the
+    /// caller's earlier one), span. Outermost.
+    pub fn identify_layer(&self) -> IdentifyLayer {
+        IdentifyLayer::new()
+            .timeout(self.total_timeout)
+            .generate_ids(self.check.sends_request_ids())
     }
 
-    /// tower's retry layer with [`retry_policy`](Self::retry_policy).
-    pub fn retry_layer(&self) -> RetryLayer<RetryPolicy> {
-        RetryLayer::new(self.retry_policy())
-    }
-
-    /// tower's timeout layer with the per-attempt timeout.
-    pub fn attempt_timeout_layer(&self) -> TimeoutLayer {
-        TimeoutLayer::new(self.attempt_timeout)
-    }
-
-    /// tower's timeout layer with the overall deadline.
-    pub fn total_timeout_layer(&self) -> TimeoutLayer {
-        TimeoutLayer::new(self.total_timeout)
-    }
-
-    /// tower's concurrency-limit layer with one semaphore shared by every
-    /// service it wraps (a new one per call of this method).
+    /// tower's concurrency-limit layer over this builder's one semaphore
+    /// (the same for every call of this method, and for the built client).
     pub fn concurrency_limit_layer(&self) -> GlobalConcurrencyLimitLayer {
-        GlobalConcurrencyLimitLayer::new(self.permits())
+        GlobalConcurrencyLimitLayer::with_semaphore(self.semaphore.clone())
     }
 
-    /// The circuit-breaker layer with the configured settings (or the
-    /// defaults if none are set), with a new state.
-    pub fn circuit_breaker_layer(&self) -> CircuitBreakerLayer {
-        CircuitBreakerLayer::new(self.circuit_breaker.unwrap_or_default())
+    /// The layer that fails a call when its deadline passes ([`DeadlineLayer`]).
+    pub fn deadline_layer(&self) -> DeadlineLayer {
+        DeadlineLayer::new()
     }
 
-    /// The bare one-attempt service.
+    /// The configured retry policy.
+    pub fn get_retry_policy(&self) -> RetryPolicy {
+        self.policy.clone()
+    }
+
+    /// tower's retry layer with the configured [`RetryPolicy`].
+    pub fn retry_layer(&self) -> RetryLayer<RetryPolicy> {
+        RetryLayer::new(self.policy.clone())
+    }
+
+    /// The circuit-breaker layer with a new state, if one is configured.
+    pub fn circuit_breaker_layer(&self) -> Option<CircuitBreakerLayer> {
+        self.circuit_breaker.map(CircuitBreakerLayer::new)
+    }
+
+    /// The per-attempt timeout layer ([`AttemptTimeoutLayer`]).
+    pub fn attempt_timeout_layer(&self) -> AttemptTimeoutLayer {
+        AttemptTimeoutLayer::new(self.attempt_timeout)
+    }
+
+    /// The bare one-attempt service, for the first (or only) base URL.
     pub fn check_service(&self) -> Result<QualityCheck, Error> {
         self.check.clone().build()
     }
 
-    /// Validates the options and builds the client.
+    /// Where attempts go: the one [`QualityCheck`], or, with several base
+    /// URLs or hedging, the balanced and/or hedged replicas (which need a
+    /// Tokio runtime).
+    pub fn target_service(&self) -> Result<AttemptTarget, Error> {
+        if self.replica_urls.len() <= 1 && self.hedging.is_none() {
+            return Ok(Either::Left(self.check_service()?));
+        }
+        let checks = if self.replica_urls.len() > 1 {
+            self.replica_urls
+                .iter()
+                .map(|url| self.check.clone().base_url(url.clone()).build())
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![self.check_service()?]
+        };
+        Ok(Either::Right(replicas::routed(
+            checks,
+            replicas::Routing {
+                attempt_timeout: self.attempt_timeout,
+                ejection: self.replica_ejection,
+                hedging: self.hedging,
+                queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
+                slots: self.semaphore.clone(),
+                max_attempts: self.policy.max_attempts(),
+            },
+        )?))
+    }
+
+    /// Validates the options and builds the client, from exactly the layers
+    /// above.
     pub fn build(self) -> Result<QualityClient, Error> {
         if self.attempt_timeout.is_zero() || self.total_timeout.is_zero() {
             return Err(Error::config("timeouts must be longer than zero"));
@@ -300,46 +380,23 @@ impl ClientBuilder {
                 "a concurrency limit of 0 would block every call; use None for no limit",
             ));
         }
-        // One check per replica (the first is also the client's own, for
-        // health and request ids), or the one base URL's.
-        let checks = if self.replica_urls.len() > 1 {
-            self.replica_urls
-                .iter()
-                .map(|url| self.check.clone().base_url(url.clone()).build())
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            vec![self.check_service()?]
+        let target = self.target_service()?;
+        let check = match &target {
+            Either::Left(check) => check.clone(),
+            Either::Right(_) => self.check_service()?,
         };
-        let check = checks[0].clone();
-        let policy = self.retry_policy();
-        let target = if checks.len() == 1 && self.hedging.is_none() {
-            Either::Left(PreparedCheck(check.clone()))
-        } else {
-            Either::Right(replicas::routed(
-                checks,
-                self.attempt_timeout,
-                self.replica_ejection,
-                self.hedging,
-                self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
-            )?)
-        };
-        let timed = MapErr::new(
-            Timeout::new(target, self.attempt_timeout),
-            attempt_error as ErrFn,
-        );
-        let breaker = self.circuit_breaker.map(CircuitBreakerLayer::new);
-        let attempt = match &breaker {
-            Some(layer) => Either::Left(layer.layer(timed)),
-            None => Either::Right(timed),
-        };
-        let total = MapErr::new(
-            Timeout::new(Retry::new(policy.clone(), attempt), self.total_timeout),
-            total_error as ErrFn,
-        );
-        let semaphore = Arc::new(Semaphore::new(self.permits()));
+        let breaker = self.circuit_breaker_layer();
+        let stack = ServiceBuilder::new()
+            .layer(self.identify_layer())
+            .layer(self.concurrency_limit_layer())
+            .layer(self.deadline_layer())
+            .layer(self.retry_layer())
+            .option_layer(breaker.clone())
+            .layer(self.attempt_timeout_layer())
+            .service(target);
         let settings = Settings {
             check,
-            policy,
+            policy: self.policy,
             attempt_timeout: self.attempt_timeout,
             total_timeout: self.total_timeout,
             concurrency_limit: self.concurrency_limit,
@@ -351,10 +408,7 @@ impl ClientBuilder {
                 .collect(),
             hedging: self.hedging,
         };
-        Ok(QualityClient::from_stack(
-            ConcurrencyLimit::with_semaphore(total, semaphore),
-            Arc::new(settings),
-        ))
+        Ok(QualityClient::from_stack(stack, Arc::new(settings)))
     }
 
     fn permits(&self) -> usize {

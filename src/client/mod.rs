@@ -12,44 +12,26 @@ use std::time::Duration;
 
 use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
-use tower::timeout::Timeout;
-use tower::util::{Either, MapErr};
+use tower::util::Either;
 use tower::{Service, ServiceExt};
 
-pub use self::builder::{
-    ClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_TOTAL_TIMEOUT,
-};
+pub use self::builder::{AttemptTarget, ClientBuilder};
 pub use self::future::ResponseFuture;
-use self::replicas::Routed;
-pub use self::replicas::{Hedging, DEFAULT_REPLICA_EJECTION};
+pub use self::replicas::Hedging;
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
-use crate::check::{PreparedCheck, QualityCheck};
-use crate::error::{BoxError, Error, TimeoutKind};
+use crate::call::Identify;
+use crate::check::QualityCheck;
+use crate::error::{Error, TimeoutKind};
 use crate::retry::RetryPolicy;
+use crate::timeout::{AttemptTimeout, Deadline};
 use crate::verdict::Verdict;
 use crate::wire::{QualityRequest, QualityResponse};
 
-type ErrFn = fn(BoxError) -> Error;
-
-/// Where an attempt goes: the one coordinator, or the balanced and/or
-/// hedged replicas.
-type Target = Either<PreparedCheck, Routed>;
-/// One attempt, bounded by the per-attempt timeout.
-type Timed = MapErr<Timeout<Target>, ErrFn>;
-/// One attempt, behind the circuit breaker when there is one.
-type Attempt = Either<CircuitBreaker<Timed>, Timed>;
-/// The whole call: retries of attempts, bounded by the overall deadline, and
-/// admitted by the shared concurrency limit.
-pub(crate) type Stack = ConcurrencyLimit<MapErr<Timeout<Retry<RetryPolicy, Attempt>>, ErrFn>>;
-
-fn attempt_error(err: BoxError) -> Error {
-    Error::from_layer(err, TimeoutKind::Attempt)
-}
-
-fn total_error(err: BoxError) -> Error {
-    Error::from_layer(err, TimeoutKind::Total)
-}
+/// One attempt, bounded by its timeout, behind the breaker when there is one.
+type Attempt = Either<CircuitBreaker<AttemptTimeout<AttemptTarget>>, AttemptTimeout<AttemptTarget>>;
+/// The whole stack, exactly as [`ClientBuilder`] hands out its layers.
+pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, Attempt>>>>;
 
 /// The quality check as an orchestrator should make it: retried, bounded in
 /// time, limited in concurrency. A `tower::Service` itself, `Clone + Send +
@@ -58,16 +40,23 @@ fn total_error(err: BoxError) -> Error {
 ///
 /// From the outside in, each call:
 ///
-/// 1. waits for one of the `concurrency_limit` slots (default 64) shared by
+/// 1. gets its identity ([`Identify`]): a request id (the caller's, or a new
+///    one) shared by every attempt, its body encoded once, its deadline (the
+///    caller's, or 30 s by default) and its span;
+/// 2. waits for one of the `concurrency_limit` slots (default 64) shared by
 ///    all clones — in `poll_ready`, as tower's backpressure;
-/// 2. runs under the overall deadline (default 30 s), waits included;
-/// 3. is retried by [`RetryPolicy`] (default 3 attempts, 100 ms ×2 ≤ 2 s
-///    full-jitter backoff, `Retry-After` ≤ 10 s, a 20%-of-calls budget);
-/// 4. passes each attempt through the circuit breaker, if one is configured
+/// 3. runs until its deadline at most ([`Deadline`]), waits included;
+/// 4. is retried by [`RetryPolicy`] (default 3 attempts, 100 ms ×2 ≤ 2 s
+///    full-jitter backoff, `Retry-After` ≤ 10 s, a 20%-of-calls budget),
+///    never past the deadline;
+/// 5. passes each attempt through the circuit breaker, if one is configured
 ///    (off by default), and bounds it by the per-attempt timeout (default
-///    10 s);
-/// 5. sends it to the coordinator, or balances it over several replicas
+///    10 s, or less when the deadline is nearer);
+/// 6. sends it to the coordinator, or balances it over several replicas
 ///    ([`ClientBuilder::base_urls`]), optionally hedged.
+///
+/// [`ClientBuilder`] hands out each of these layers; the client is made of
+/// exactly them.
 ///
 /// [`check`](QualityClient::check) does all of it in one `await`, with the
 /// deadline also covering the wait for a slot.
@@ -117,19 +106,31 @@ impl QualityClient {
     ///
     /// A rejection (`approved: false`) is `Ok`; an `Err` is never an
     /// approval.
-    pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
+    ///
+    /// The call's deadline (the request's own
+    /// [`deadline`](QualityRequest::deadline) or
+    /// [`timeout`](QualityRequest::timeout), or the client's total timeout,
+    /// whichever ends first) also covers the wait for a slot.
+    pub async fn check(&self, mut req: QualityRequest) -> Result<QualityResponse, Error> {
         let mut svc = self.clone();
-        // A free slot, the common case: the stack's own overall timeout
-        // covers the whole call, and no second timer is needed.
+        // A free slot, the common case: the call's deadline is set when the
+        // stack takes it, and no timer is needed for the wait.
         let free = std::future::poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await;
         match free {
             Poll::Ready(Ok(())) => return svc.call(req).await,
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => {}
         }
-        // Waiting for a slot counts against the deadline too.
-        let call = svc.oneshot(req);
-        match tokio::time::timeout(self.settings.total_timeout, call).await {
+        // Waiting for a slot counts against the deadline: fix it now.
+        let deadline = req.options().effective_deadline(
+            tokio::time::Instant::now(),
+            Some(self.settings.total_timeout),
+        );
+        let Some(deadline) = deadline else {
+            return svc.oneshot(req).await;
+        };
+        req.options_mut().deadline = Some(deadline);
+        match tokio::time::timeout_at(deadline, svc.oneshot(req)).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(TimeoutKind::Total)),
         }
@@ -175,15 +176,7 @@ impl Service<QualityRequest> for QualityClient {
         if !std::mem::take(&mut self.ready) {
             return ResponseFuture::failed(Error::not_ready());
         }
-        let prepared = self.settings.check.prepare(req);
-        let span = tracing::debug_span!(
-            "quality_gate",
-            task_id = %prepared.task_id(),
-            agent_id = %prepared.agent_id(),
-            request_id = prepared.request_id().and_then(|id| id.to_str().ok()).unwrap_or(""),
-        );
-        let future = span.in_scope(|| self.inner.call(prepared.clone()));
-        ResponseFuture::new(future, prepared, span)
+        self.inner.call(req)
     }
 }
 

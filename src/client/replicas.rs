@@ -1,35 +1,49 @@
 //! Several coordinator replicas behind tower's power-of-two-choices
 //! balancer, and opt-in hedging.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::load_shed::LoadShed;
-use tower::timeout::Timeout;
-use tower::util::{BoxCloneSyncService, MapErr};
+use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 
-use super::{attempt_error, ErrFn};
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig};
-use crate::check::{PreparedCheck, QualityCheck};
+use crate::call::Call;
+use crate::check::QualityCheck;
 use crate::error::{BoxError, Error, TimeoutKind};
-use crate::wire::{Prepared, QualityResponse};
+use crate::timeout::AttemptTimeout;
+use crate::wire::QualityResponse;
 
 /// An attempt's target when it is more than one plain check: a balanced set
 /// of replicas, a hedged check, or both.
-pub(crate) type Routed = BoxCloneSyncService<Prepared, QualityResponse, Error>;
+pub(crate) type Routed = BoxCloneSyncService<Call, QualityResponse, Error>;
 
 /// The default ejection of a failing replica: out of the balancer after 3
 /// consecutive failed attempts, for 10 s, then one probe decides. Shorter
 /// than the client-wide breaker, since the other replicas carry the load.
-pub const DEFAULT_REPLICA_EJECTION: CircuitBreakerConfig = CircuitBreakerConfig {
+pub(crate) const DEFAULT_REPLICA_EJECTION: CircuitBreakerConfig = CircuitBreakerConfig {
     failure_threshold: 3,
     cooldown: Duration::from_secs(10),
 };
+
+/// How attempts are routed over replicas.
+pub(crate) struct Routing {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) ejection: CircuitBreakerConfig,
+    pub(crate) hedging: Option<Hedging>,
+    pub(crate) queue: usize,
+    /// The client's concurrency limit: a hedged copy takes a slot too.
+    pub(crate) slots: Arc<Semaphore>,
+    /// A hedged copy counts as an attempt, and is not sent past the last.
+    pub(crate) max_attempts: u32,
+}
 
 /// When to send a second copy of a slow attempt (tower's hedge).
 ///
@@ -62,28 +76,34 @@ impl Default for Hedging {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct HedgePolicy;
+#[derive(Clone, Debug)]
+struct HedgePolicy {
+    slots: Arc<Semaphore>,
+    max_attempts: u32,
+}
 
-impl tower::hedge::Policy<Prepared> for HedgePolicy {
-    fn clone_request(&self, req: &Prepared) -> Option<Prepared> {
-        Some(req.clone())
+impl tower::hedge::Policy<Call> for HedgePolicy {
+    fn clone_request(&self, call: &Call) -> Option<Call> {
+        Some(call.clone())
     }
 
-    fn can_retry(&self, _req: &Prepared) -> bool {
-        true
+    fn can_retry(&self, call: &Call) -> bool {
+        call.attempts() < self.max_attempts
+            && call.hold_hedge_slot(|| self.slots.clone().try_acquire_owned().ok())
     }
 }
 
 /// Builds the routed attempt target. Needs a Tokio runtime: the balancer
 /// and the hedge each run behind a `Buffer`, whose worker is a task.
-pub(crate) fn routed(
-    checks: Vec<QualityCheck>,
-    attempt_timeout: Duration,
-    ejection: CircuitBreakerConfig,
-    hedging: Option<Hedging>,
-    queue: usize,
-) -> Result<Routed, Error> {
+pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Routed, Error> {
+    let Routing {
+        attempt_timeout,
+        ejection,
+        hedging,
+        queue,
+        slots,
+        max_attempts,
+    } = routing;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::config(
             "a client with several replicas or hedging must be built inside a Tokio runtime",
@@ -91,7 +111,7 @@ pub(crate) fn routed(
     }
     let mut checks = checks;
     let target = match (checks.pop(), checks.is_empty()) {
-        (Some(only), true) => BoxCloneSyncService::new(PreparedCheck(only)),
+        (Some(only), true) => BoxCloneSyncService::new(only),
         (Some(last), false) => {
             checks.push(last);
             balanced(checks, attempt_timeout, ejection, queue)
@@ -101,13 +121,12 @@ pub(crate) fn routed(
     Ok(match hedging {
         None => target,
         Some(h) => {
-            let hedge = Hedge::new::<Prepared>(
-                target,
-                HedgePolicy,
-                h.min_data_points,
-                h.percentile,
-                h.period,
-            );
+            let policy = HedgePolicy {
+                slots,
+                max_attempts,
+            };
+            let hedge =
+                Hedge::new::<Call>(target, policy, h.min_data_points, h.percentile, h.period);
             buffered(hedge, queue)
         }
     })
@@ -125,12 +144,10 @@ fn balanced(
     let replicas: Vec<_> = checks
         .into_iter()
         .map(|check| {
-            let timed = MapErr::new(
-                Timeout::new(PreparedCheck(check), attempt_timeout),
-                attempt_error as ErrFn,
-            );
+            let label = check.base_url().to_string();
+            let timed = AttemptTimeout::new(check, attempt_timeout);
             PendingRequests::new(
-                CircuitBreaker::ejecting(timed, ejection),
+                CircuitBreaker::ejecting(timed, ejection, &label),
                 CompleteOnResponse::default(),
             )
         })
@@ -143,7 +160,7 @@ fn balanced(
 
 fn buffered<S>(service: S, queue: usize) -> Routed
 where
-    S: tower::Service<Prepared, Response = QualityResponse> + Send + 'static,
+    S: tower::Service<Call, Response = QualityResponse> + Send + 'static,
     S::Error: Into<BoxError> + Send + Sync,
     S::Future: Send,
 {

@@ -71,7 +71,8 @@ where
 impl<F, Q, S, R, Fwd> Future for ResponseFuture<F, Q, S, R, Fwd>
 where
     F: Future<Output = Result<(QualityRequest, Fwd), S::Response>>,
-    Q: Service<QualityRequest, Response = QualityResponse, Error = Error>,
+    Q: Service<QualityRequest, Response = QualityResponse>,
+    Q::Error: Into<Error>,
     S: Service<Fwd>,
     R: MakeRejection<S::Response>,
 {
@@ -108,9 +109,13 @@ where
                             error: Error::not_ready(),
                         },
                     },
-                    Err(error) => Verdict::Unavailable { error },
+                    Err(error) => Verdict::Unavailable {
+                        error: error.into(),
+                    },
                 },
-                StateProj::Check { future } => Verdict::from(ready!(future.poll(cx))),
+                StateProj::Check { future } => {
+                    Verdict::from(ready!(future.poll(cx)).map_err(Into::into))
+                }
                 StateProj::InnerReady => {
                     if !*this.inner_ready {
                         // Called without the gate's poll_ready (or on a

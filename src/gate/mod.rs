@@ -7,7 +7,8 @@
 //!    asynchronous function ([`DeriveQualityRequest`]), which may instead
 //!    answer on its own (a 400 for a malformed body);
 //! 2. asks the quality service: any `Service<QualityRequest, Response =
-//!    QualityResponse, Error = quality_gate::Error>`, typically a
+//!    QualityResponse>` whose error converts into [`Error`] (the crate's
+//!    own, or tower's `BoxError` from a stack of tower layers), typically a
 //!    [`QualityClient`](crate::QualityClient);
 //! 3. forwards the request to the inner service only on
 //!    [`Verdict::Approved`]; otherwise it answers with a response built
@@ -248,7 +249,8 @@ impl<Req, S, Q, D, R> Service<Req> for QualityGate<S, Q, D, R>
 where
     D: DeriveQualityRequest<Req>,
     S: Service<D::Request, Response = D::Response> + Clone,
-    Q: Service<QualityRequest, Response = QualityResponse, Error = Error> + Clone,
+    Q: Service<QualityRequest, Response = QualityResponse> + Clone,
+    Q::Error: Into<Error>,
     R: MakeRejection<S::Response> + Clone,
 {
     type Response = S::Response;

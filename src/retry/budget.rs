@@ -80,12 +80,12 @@ impl RetryBudget {
     }
 
     /// Records one call; each makes `percent` of a retry available.
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         self.inner.deposit();
     }
 
     /// Takes one retry from the budget; false when it is spent.
-    pub fn withdraw(&self) -> bool {
+    pub(crate) fn withdraw(&self) -> bool {
         self.inner.withdraw()
     }
 }

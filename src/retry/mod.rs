@@ -1,46 +1,52 @@
 //! Retrying failed checks: [`RetryPolicy`] for tower's `Retry`, its
 //! [`Backoff`] and its shared [`RetryBudget`].
 //!
+//! The retry layer sits below [`Identify`](crate::call::Identify), so it
+//! retries [`Call`]s: every attempt shares the call's request id, body,
+//! deadline and attempt count.
+//!
 //! # Writing your own policy
 //!
 //! [`RetryPolicy`] is an ordinary [`tower::retry::Policy`]; any other policy
-//! plugs into the same place. A policy that retries only 503s, after a fixed
-//! second:
+//! over [`Call`] plugs into the same place and keeps all of that. A policy
+//! that retries only 503s, after a fixed delay:
 //!
 //! ```
 //! use std::time::Duration;
-//! use quality_gate::{Error, QualityCheck, QualityRequest, QualityResponse};
+//! use quality_gate::call::Call;
+//! use quality_gate::{Error, QualityResponse};
 //! use tower::retry::Policy;
 //!
 //! #[derive(Clone)]
-//! struct Only503 { left: u32 }
+//! struct Only503 { max_attempts: u32 }
 //!
-//! impl Policy<QualityRequest, QualityResponse, Error> for Only503 {
+//! impl Policy<Call, QualityResponse, Error> for Only503 {
 //!     type Future = tokio::time::Sleep;
 //!
 //!     fn retry(
 //!         &mut self,
-//!         _req: &mut QualityRequest,
+//!         call: &mut Call,
 //!         result: &mut Result<QualityResponse, Error>,
 //!     ) -> Option<Self::Future> {
 //!         let is_503 = matches!(result, Err(e) if e.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE));
-//!         if is_503 && self.left > 0 {
-//!             self.left -= 1;
-//!             Some(tokio::time::sleep(Duration::from_secs(1)))
-//!         } else {
-//!             None
-//!         }
+//!         // The call counts its attempts: no counter of our own.
+//!         (is_503 && call.attempts() < self.max_attempts)
+//!             .then(|| tokio::time::sleep(Duration::from_millis(200)))
 //!     }
 //!
-//!     fn clone_request(&mut self, req: &QualityRequest) -> Option<QualityRequest> {
-//!         Some(req.clone())
+//!     fn clone_request(&mut self, call: &Call) -> Option<Call> {
+//!         Some(call.clone()) // a reference-count increment
 //!     }
 //! }
 //!
 //! # fn main() -> Result<(), Error> {
+//! let b = quality_gate::QualityClient::builder("http://127.0.0.1:8000");
 //! let service = tower::ServiceBuilder::new()
-//!     .retry(Only503 { left: 2 })
-//!     .service(QualityCheck::new("http://127.0.0.1:8000")?);
+//!     .layer(b.identify_layer())
+//!     .layer(b.deadline_layer())
+//!     .retry(Only503 { max_attempts: 3 })
+//!     .layer(b.attempt_timeout_layer())
+//!     .service(b.check_service()?);
 //! # let _ = service; Ok(()) }
 //! ```
 //!
@@ -54,7 +60,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower::retry::Policy;
 
 pub use self::backoff::{
@@ -62,16 +68,18 @@ pub use self::backoff::{
 };
 pub use self::budget::RetryBudget;
 
-use crate::error::{BoxError, Error};
+use crate::call::Call;
+use crate::error::{BoxError, Error, TimeoutKind};
 
 /// The default number of attempts, the first included: 3, as the original
 /// coordinator client made.
-pub const DEFAULT_ATTEMPTS: u32 = 3;
+const DEFAULT_ATTEMPTS: u32 = 3;
 /// The default longest `Retry-After` honoured: 10 s. A server asking for
 /// more ends the retries with its own error rather than holding the call.
-pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// The retry policy of the default stack, for [`tower::retry::Retry`].
+/// The retry policy of the default stack, for [`tower::retry::Retry`] over
+/// [`Call`]s.
 ///
 /// It retries only what [`Error::is_retryable`] calls safe (connect and
 /// transport failures, timeouts, 408, 429, 5xx), never a 4xx, an invalid or
@@ -80,51 +88,40 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// the coordinator's `Retry-After` asks if that is longer. It gives up, with
 /// the last error, when:
 ///
-/// - the attempts are spent (default 3 in all);
+/// - the call has sent its attempts (default 3 in all, hedged copies
+///   included: [`Call::attempts`]), so a coordinator never receives more
+///   copies of a call than that;
 /// - `Retry-After` asks for more than [`max_retry_after`](Self::max_retry_after)
 ///   (default 10 s);
-/// - the wait would pass the call's [`deadline`](Self::deadline), if one is set;
+/// - the wait would reach the call's deadline ([`Call::deadline`]): an
+///   attempt that could not start before it is never scheduled;
 /// - the shared [`RetryBudget`], if one is set, is spent.
 ///
-/// One failure is resent at once and not counted: a request written to a
-/// pooled connection the coordinator had just closed, which never reached
-/// it ([`Error::is_lost_on_pooled_connection`]); once per call.
-///
 /// It works with the crate's [`Error`] and with a [`BoxError`] (when a tower
-/// timeout sits between it and the service); in the latter case a tower
-/// `Elapsed` counts as a retryable timeout.
+/// layer that boxes errors sits between it and the service); in the latter
+/// case a tower `Elapsed` counts as a retryable timeout.
 ///
-/// Cloning is cheap (two `Arc`s); the attempt count lives in the clone that
-/// tower's `Retry` makes for each call, so calls never share it.
+/// Cloning is cheap (two `Arc`s); tower's `Retry` clones it for each call.
 ///
 /// ```
 /// use std::time::Duration;
 /// use quality_gate::retry::{ExponentialBackoff, Jitter, RetryBudget, RetryPolicy};
-/// use quality_gate::QualityCheck;
 ///
-/// # fn main() -> Result<(), quality_gate::Error> {
 /// let policy = RetryPolicy::new()
 ///     .attempts(4)
 ///     .backoff(ExponentialBackoff::new(Duration::from_millis(50)).jitter(Jitter::Full))
 ///     .budget(RetryBudget::default());
-/// let service = tower::ServiceBuilder::new()
-///     .retry(policy)
-///     .service(QualityCheck::new("http://127.0.0.1:8000")?);
-/// # let _ = service; Ok(()) }
+/// assert_eq!(policy.max_attempts(), 4);
 /// ```
 #[derive(Clone)]
 pub struct RetryPolicy {
     max_attempts: u32,
     backoff: Arc<dyn Backoff>,
     max_retry_after: Duration,
-    deadline: Option<Duration>,
     budget: Option<Arc<RetryBudget>>,
-    /// Attempts finished in this call; zero in the template policy.
-    finished: u32,
-    /// When this call started, set as tower's `Retry` hands the call in.
-    started: Option<Instant>,
-    /// Whether this call already resent a request lost on a pooled connection.
-    resent_lost: bool,
+    /// Decisions made for this call: zero in the policy tower's `Retry`
+    /// keeps, which never decides, and in each call's fresh clone of it.
+    decided: u32,
 }
 
 /// What the policy needs to know of a failed attempt.
@@ -132,7 +129,6 @@ struct Failure {
     retryable: bool,
     retry_after: Option<Duration>,
     kind: &'static str,
-    lost_on_pooled_connection: bool,
 }
 
 impl Failure {
@@ -141,7 +137,6 @@ impl Failure {
             retryable: err.is_retryable(),
             retry_after: err.retry_after_at(SystemTime::now()),
             kind: err.kind().as_str(),
-            lost_on_pooled_connection: err.is_lost_on_pooled_connection(),
         }
     }
 
@@ -153,14 +148,12 @@ impl Failure {
                 retryable: true,
                 retry_after: None,
                 kind: "timeout",
-                lost_on_pooled_connection: false,
             }
         } else {
             Failure {
                 retryable: false,
                 retry_after: None,
                 kind: "other",
-                lost_on_pooled_connection: false,
             }
         }
     }
@@ -171,17 +164,14 @@ impl Failure {
 impl RetryPolicy {
     /// The default policy: 3 attempts, [`ExponentialBackoff::default`]
     /// (100 ms, ×2, ≤ 2 s, full jitter), `Retry-After` honoured up to 10 s,
-    /// no deadline, no budget.
+    /// no budget.
     pub fn new() -> Self {
         RetryPolicy {
             max_attempts: DEFAULT_ATTEMPTS,
             backoff: Arc::new(ExponentialBackoff::default()),
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
-            deadline: None,
             budget: None,
-            finished: 0,
-            started: None,
-            resent_lost: false,
+            decided: 0,
         }
     }
 
@@ -205,25 +195,10 @@ impl RetryPolicy {
         self
     }
 
-    /// The time a whole call may take, counted from when `Retry` receives it
-    /// (default none). Set it to the overall timeout around the retry layer:
-    /// a retry whose wait would pass it is not attempted, so the caller gets
-    /// the coordinator's error instead of a timeout.
-    pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// Spends retries from `budget` (default none). Every clone of this
-    /// policy shares it.
-    pub fn budget(mut self, budget: impl Into<Arc<RetryBudget>>) -> Self {
-        self.budget = Some(budget.into());
-        self
-    }
-
-    /// Removes the retry budget.
-    pub fn no_budget(mut self) -> Self {
-        self.budget = None;
+    /// Spends retries from `budget` (default none; `None` removes it).
+    /// Every clone of this policy shares it.
+    pub fn budget(mut self, budget: impl Into<Option<RetryBudget>>) -> Self {
+        self.budget = budget.into().map(Arc::new);
         self
     }
 
@@ -232,34 +207,25 @@ impl RetryPolicy {
         self.max_attempts
     }
 
-    /// Decides after an attempt: `None` to stop, or the wait before the next.
-    fn decide(&mut self, outcome: Result<(), Failure>) -> Option<Duration> {
-        self.finished += 1;
-        let attempt = self.finished;
-        let failure = match outcome {
-            Ok(()) => {
-                tracing::debug!(attempt, outcome = "ok", "attempt finished");
-                return None;
+    /// Decides after an attempt of `call`: `None` to stop, or the wait
+    /// before the next.
+    fn decide(&mut self, call: &Call, outcome: Result<(), Failure>) -> Option<Duration> {
+        self.decided += 1;
+        if self.decided == 1 {
+            // Once per call, whatever its outcome: calls earn retries.
+            if let Some(budget) = &self.budget {
+                budget.deposit();
             }
+        }
+        let attempt = call.attempts();
+        let failure = match outcome {
+            Ok(()) => return None,
             Err(failure) => failure,
         };
-        if failure.lost_on_pooled_connection && !self.resent_lost {
-            // It never reached the coordinator: resend it at once, once per
-            // call, as hyper-util does for requests it never wrote. It costs
-            // neither an attempt nor a token of the budget.
-            self.resent_lost = true;
-            self.finished -= 1;
-            tracing::debug!(
-                attempt,
-                "resending a request lost on a closed pooled connection"
-            );
-            return Some(Duration::ZERO);
-        }
         let stop = |reason: &str| {
             tracing::debug!(
                 attempt,
-                outcome = "error",
-                error_kind = failure.kind,
+                error.type = failure.kind,
                 reason,
                 "not retrying"
             );
@@ -280,9 +246,9 @@ impl RetryPolicy {
             }
             delay = delay.max(asked);
         }
-        if let (Some(deadline), Some(started)) = (self.deadline, self.started) {
-            if started.elapsed() + delay >= deadline {
-                stop("the wait would pass the deadline");
+        if let Some(deadline) = call.deadline() {
+            if crate::time::after(delay) >= deadline {
+                stop("the next attempt could not start before the deadline");
                 return None;
             }
         }
@@ -294,23 +260,12 @@ impl RetryPolicy {
         }
         tracing::debug!(
             attempt,
-            outcome = "error",
-            error_kind = failure.kind,
-            next_attempt = attempt + 1,
-            delay_ms = delay.as_millis() as u64,
+            error.type = failure.kind,
+            next_attempt = attempt.saturating_add(1),
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "retrying"
         );
         Some(delay)
-    }
-
-    fn on_clone_request(&mut self) {
-        if self.finished == 0 {
-            // The template policy sees every call before it is cloned for it.
-            self.started = Some(Instant::now());
-            if let Some(budget) = &self.budget {
-                budget.deposit();
-            }
-        }
     }
 }
 
@@ -326,37 +281,46 @@ impl fmt::Debug for RetryPolicy {
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
             .field("max_retry_after", &self.max_retry_after)
-            .field("deadline", &self.deadline)
             .field("budget", &self.budget)
             .finish()
     }
 }
 
-impl<Req: Clone, Res> Policy<Req, Res, Error> for RetryPolicy {
+impl<Res> Policy<Call, Res, Error> for RetryPolicy {
     type Future = Sleep;
 
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, Error>) -> Option<Sleep> {
+    fn retry(&mut self, call: &mut Call, result: &mut Result<Res, Error>) -> Option<Sleep> {
         let outcome = result.as_ref().map(|_| ()).map_err(Failure::of);
-        self.decide(outcome).map(tokio::time::sleep)
+        let delay = self.decide(call, outcome)?;
+        // tower drops the result of an attempt it retries: keep it as the
+        // cause of a deadline that may pass in the wait.
+        if let Err(error) = result {
+            let kept = std::mem::replace(error, Error::timeout(TimeoutKind::Unknown));
+            call.keep_error(kept);
+        }
+        Some(tokio::time::sleep(delay))
     }
 
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        self.on_clone_request();
-        Some(req.clone())
+    fn clone_request(&mut self, call: &Call) -> Option<Call> {
+        Some(call.clone())
     }
 }
 
-impl<Req: Clone, Res> Policy<Req, Res, BoxError> for RetryPolicy {
+impl<Res> Policy<Call, Res, BoxError> for RetryPolicy {
     type Future = Sleep;
 
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Sleep> {
+    fn retry(&mut self, call: &mut Call, result: &mut Result<Res, BoxError>) -> Option<Sleep> {
         let outcome = result.as_ref().map(|_| ()).map_err(Failure::of_boxed);
-        self.decide(outcome).map(tokio::time::sleep)
+        let delay = self.decide(call, outcome)?;
+        if let Err(error) = result {
+            let kept = std::mem::replace(error, Box::new(Error::timeout(TimeoutKind::Unknown)));
+            call.keep_error(Error::from(kept));
+        }
+        Some(tokio::time::sleep(delay))
     }
 
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        self.on_clone_request();
-        Some(req.clone())
+    fn clone_request(&mut self, call: &Call) -> Option<Call> {
+        Some(call.clone())
     }
 }
 

@@ -24,20 +24,33 @@ fn deterministic() -> RetryPolicy {
     RetryPolicy::new().backoff(ExponentialBackoff::default().jitter(Jitter::None))
 }
 
-/// Runs one call's decisions: the template sees the call, then its clone
-/// decides after each failed attempt. Returns the waits it asked for.
+fn call() -> Call {
+    Call::new(crate::QualityRequest::new("t", "a")).unwrap()
+}
+
+/// Runs one call's decisions as tower's `Retry` does: the template is
+/// cloned for the call, each attempt is sent (counted on the call), and the
+/// clone decides after it. Returns the waits it asked for.
 fn waits(template: &mut RetryPolicy, errors: impl IntoIterator<Item = Error>) -> Vec<Duration> {
-    let mut req = ();
-    Policy::<(), (), Error>::clone_request(template, &req);
+    waits_for(template, &mut call(), errors)
+}
+
+fn waits_for(
+    template: &mut RetryPolicy,
+    call: &mut Call,
+    errors: impl IntoIterator<Item = Error>,
+) -> Vec<Duration> {
+    Policy::<Call, (), Error>::clone_request(template, call);
     let mut policy = template.clone();
     let mut out = Vec::new();
     for err in errors {
+        call.start_attempt();
         let mut result: Result<(), Error> = Err(err);
-        match policy.retry(&mut req, &mut result) {
+        match policy.retry(call, &mut result) {
             Some(sleep) => out.push(sleep.deadline() - Instant::now()),
             None => break,
         }
-        Policy::<(), (), Error>::clone_request(&mut policy, &req);
+        Policy::<Call, (), Error>::clone_request(&mut policy, call);
     }
     out
 }
@@ -79,7 +92,7 @@ async fn non_retryable_errors_and_verdicts_stop_at_once() {
     ] {
         assert!(waits(&mut policy, [err]).is_empty());
     }
-    let mut req = ();
+    let mut req = call();
     let mut rejected: Result<QualityResponseLike, Error> = Ok(QualityResponseLike);
     assert!(policy.retry(&mut req, &mut rejected).is_none());
 }
@@ -136,22 +149,30 @@ async fn retry_after_beyond_the_cap_ends_retrying() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_past_the_deadline_ends_retrying() {
-    let mut policy = deterministic().deadline(Some(Duration::from_secs(5)));
+    let with_deadline = || {
+        let req = crate::QualityRequest::new("t", "a").timeout(Duration::from_secs(5));
+        Call::new(req).unwrap()
+    };
+    let mut policy = deterministic();
     // 4 s fits into 5 s from the start of the call.
-    let fits = waits(
+    let fits = waits_for(
         &mut policy,
+        &mut with_deadline(),
         [status(503, Some(RetryAfter::Delay(Duration::from_secs(4))))],
     );
     assert_eq!(fits.len(), 1);
 
-    // The same wait after 2 s spent in the first attempt does not.
-    let mut req = ();
-    Policy::<(), (), Error>::clone_request(&mut policy, &req);
-    let mut call = policy.clone();
+    // The same wait after 2 s spent in the first attempt does not: the
+    // policy plans on the call's own deadline, the clock the deadline layer
+    // fires on.
+    let mut call = with_deadline();
     tokio::time::advance(Duration::from_secs(2)).await;
-    let mut result: Result<(), Error> =
-        Err(status(503, Some(RetryAfter::Delay(Duration::from_secs(4)))));
-    assert!(call.retry(&mut req, &mut result).is_none());
+    let none = waits_for(
+        &mut policy,
+        &mut call,
+        [status(503, Some(RetryAfter::Delay(Duration::from_secs(4))))],
+    );
+    assert!(none.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -173,30 +194,31 @@ async fn budget_exhaustion_stops_retries() {
 #[tokio::test(start_paused = true)]
 async fn boxed_errors_are_classified_too() {
     let mut policy = deterministic();
-    let mut req = ();
-    Policy::<(), (), BoxError>::clone_request(&mut policy, &req);
-    let mut call = policy.clone();
+    let mut req = call();
+    req.start_attempt();
+    let mut per_call = policy.clone();
     let mut elapsed: Result<(), BoxError> = Err(Box::new(tower::timeout::error::Elapsed::new()));
-    assert!(call.retry(&mut req, &mut elapsed).is_some());
+    assert!(per_call.retry(&mut req, &mut elapsed).is_some());
     let mut typed: Result<(), BoxError> = Err(Box::new(status(400, None)));
-    assert!(call.retry(&mut req, &mut typed).is_none());
+    assert!(per_call.retry(&mut req, &mut typed).is_none());
     let mut other: Result<(), BoxError> = Err("unknown".into());
-    assert!(policy.clone().retry(&mut req, &mut other).is_none());
+    assert!(policy.retry(&mut req, &mut other).is_none());
 }
 
 #[tokio::test(start_paused = true)]
 async fn attempt_count_resets_per_request() {
     let hits = Arc::new(AtomicU32::new(0));
     let counter = hits.clone();
-    let inner = service_fn(move |_: u32| {
+    let inner = service_fn(move |c: Call| {
+        c.start_attempt();
         counter.fetch_add(1, Ordering::SeqCst);
         async { Err::<(), Error>(status(503, None)) }
     });
     let mut svc = tower::retry::Retry::new(deterministic(), inner);
-    for call in 1..=3 {
-        let err = svc.ready().await.unwrap().call(call).await.unwrap_err();
+    for n in 1..=3 {
+        let err = svc.ready().await.unwrap().call(call()).await.unwrap_err();
         assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
-        assert_eq!(hits.load(Ordering::SeqCst), 3 * call);
+        assert_eq!(hits.load(Ordering::SeqCst), 3 * n);
     }
 }
 
@@ -208,14 +230,47 @@ async fn one_attempt_never_retries() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_request_lost_on_a_pooled_connection_is_resent_once_for_free() {
-    let lost = || Error::transport("closed").lost_on_pooled_connection();
-    let budget = RetryBudget::new(Duration::from_secs(1), 0, 0.0).unwrap();
-    // One attempt and an empty budget: still resent at once, once.
-    let mut policy = deterministic().attempts(1).budget(budget);
-    assert_eq!(waits(&mut policy, [lost(), lost()]), [Duration::ZERO]);
-    // With attempts left, the resend does not count as one.
-    let mut policy = deterministic().attempts(2);
-    let got = waits(&mut policy, [lost(), status(503, None), status(503, None)]);
-    assert_eq!(got, [Duration::ZERO, Duration::from_millis(100)]);
+async fn a_call_deposits_in_the_budget_once_whatever_its_attempts() {
+    // 50% of calls and no floor: two calls pay for one retry, however many
+    // decisions each made.
+    let half = RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap();
+    let mut policy = deterministic().attempts(1).budget(half);
+    for _ in 0..2 {
+        assert!(waits(&mut policy, errors(1, 503)).is_empty());
+    }
+    let mut policy = policy.attempts(3);
+    assert_eq!(waits(&mut policy, errors(3, 503)).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_error_is_kept_as_the_calls_last_error() {
+    let mut policy = deterministic();
+    let mut req = call();
+    req.start_attempt();
+    let mut result: Result<(), Error> = Err(status(503, None));
+    assert!(policy.retry(&mut req, &mut result).is_some());
+    let kept = req.take_error().unwrap();
+    assert_eq!(kept.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+}
+
+/// Any wait a backoff or a coordinator asks for, however absurd, is
+/// planned without panicking: the sums saturate.
+#[tokio::test(start_paused = true)]
+async fn absurd_waits_never_panic() {
+    #[derive(Debug)]
+    struct Forever;
+    impl Backoff for Forever {
+        fn delay(&self, _retry: u32) -> Duration {
+            Duration::MAX
+        }
+    }
+    let with_deadline =
+        || Call::new(crate::QualityRequest::new("t", "a").timeout(Duration::MAX)).unwrap();
+    let mut policy = RetryPolicy::new()
+        .backoff(Forever)
+        .max_retry_after(Duration::MAX);
+    let _ = waits_for(&mut policy, &mut with_deadline(), errors(3, 503));
+    let huge = status(503, Some(RetryAfter::Delay(Duration::MAX)));
+    let _ = waits_for(&mut policy, &mut with_deadline(), [huge]);
+    let _ = waits(&mut policy, errors(3, 503));
 }

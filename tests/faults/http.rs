@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ErrorKind, DEFAULT_BODY_LIMIT};
+use quality_gate::ErrorKind;
+
+/// The client's default body cap, 1 MiB.
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 use serde_json::json;
 use tokio::time::Instant;
 

@@ -56,12 +56,12 @@ async fn connection_close_replies_are_never_reused() {
 /// The race every HTTP/1.1 client has: the coordinator closes an idle
 /// connection just as the pool hands it out. hyper-util resends a request
 /// only if it was never written; here it was written (into a connection
-/// already closed), so hyper reports an incomplete message on a connection
-/// opened before the attempt. The retry policy resends exactly that case at
-/// once, without a backoff, an attempt or a budget token, and the
-/// coordinator still sees each call once.
+/// whose FIN the pool had not read yet), and from the client's side that
+/// looks exactly like a coordinator that read the request and then hung up.
+/// So it is an ordinary failed attempt: retried after the backoff, counted
+/// in `attempts()` and the budget, never resent for free.
 #[tokio::test(start_paused = true)]
-async fn a_close_racing_the_next_call_is_resent_at_once() {
+async fn a_close_racing_the_next_call_costs_one_counted_attempt() {
     let coordinator = TestCoordinator::start().await;
     let client = client(&coordinator);
     assert!(client.check(request(0)).await.unwrap().approved);
@@ -72,35 +72,50 @@ async fn a_close_racing_the_next_call_is_resent_at_once() {
         // No yield: the pool has not seen the FIN yet.
         assert!(client.check(request(n)).await.unwrap().approved, "{n}");
     }
-    // Resent at once: no backoff, and the lost request never reached the
-    // coordinator.
-    assert_eq!(start.elapsed(), Duration::ZERO);
+    // One backoff per call (100 ms without jitter), and the lost request
+    // never reached the coordinator.
+    assert_eq!(start.elapsed(), Duration::from_millis(100) * 10);
     assert_eq!(coordinator.hits(), 11);
     assert!(hits_per_task(&coordinator).values().all(|&n| n == 1));
-    assert_eq!(coordinator.connections(), 11);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_close_racing_the_call_is_resent_even_with_one_attempt() {
+async fn with_one_attempt_a_close_racing_the_call_fails_it() {
     let coordinator = TestCoordinator::start().await;
     let client = builder(coordinator.url()).attempts(1).build().unwrap();
     assert!(client.check(request(0)).await.unwrap().approved);
 
     assert_eq!(coordinator.close_idle_connections(), 1);
-    assert!(client.check(request(1)).await.unwrap().approved);
-    assert_eq!(coordinator.hits(), 2);
-    assert_eq!(coordinator.connections(), 2);
-
-    // Only once per call, and only for a connection opened before the
-    // attempt: a coordinator that hangs up on a fresh connection fails the
-    // one attempt.
-    coordinator.push(Reply::close_before_headers());
-    assert_eq!(coordinator.close_idle_connections(), 1);
-    let err = client.check(request(2)).await.unwrap_err();
+    let err = client.check(request(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport);
     assert!(closed_before_head(&err), "{err:?}");
-    assert!(!err.is_lost_on_pooled_connection());
-    assert_eq!(coordinator.hits(), 3);
+    assert_eq!(err.attempts(), Some(1));
+    assert_eq!(coordinator.hits(), 1);
+}
+
+/// A coordinator that reads each request and then closes the reused
+/// keep-alive connection receives every copy the client sends: never more
+/// than `attempts` allows, and `attempts()` says exactly how many.
+#[tokio::test(start_paused = true)]
+async fn a_coordinator_hanging_up_on_reused_connections_sees_at_most_attempts_copies() {
+    for attempts in [1, 2, 3, 5] {
+        let coordinator = TestCoordinator::start().await;
+        let client = builder(coordinator.url())
+            .attempts(attempts)
+            .build()
+            .unwrap();
+        // A warm, pooled connection first.
+        assert!(client.check(request(0)).await.unwrap().approved);
+        coordinator.always(Reply::close_before_headers());
+        let err = client.check(request(1)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport, "{attempts}");
+        assert_eq!(err.attempts(), Some(attempts), "{attempts}");
+        assert_eq!(
+            hits_per_task(&coordinator)["task-1"],
+            attempts as usize,
+            "attempts({attempts})"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

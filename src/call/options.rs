@@ -1,0 +1,59 @@
+//! [`CallOptions`]: what a caller says about one call that is not part of
+//! the wire body.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+/// Per-call options of a [`QualityRequest`](crate::QualityRequest): a
+/// deadline, a request id, extra headers. They are not serialized; they
+/// travel with the request through any tower stack, and the
+/// [`Identify`](crate::call::Identify) layer turns them into the
+/// [`Call`](crate::call::Call) every attempt shares.
+///
+/// Set them with the request's builder methods
+/// ([`deadline`](crate::QualityRequest::deadline),
+/// [`timeout`](crate::QualityRequest::timeout),
+/// [`request_id`](crate::QualityRequest::request_id),
+/// [`header`](crate::QualityRequest::header)); read them with
+/// [`options`](crate::QualityRequest::options).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// The instant by which the call must be over, waits, retries and
+    /// backoff included (default none: the client's overall timeout alone).
+    pub deadline: Option<Instant>,
+    /// The most the call may take, counted from when it starts; combined
+    /// with `deadline` and the client's overall timeout, the earliest wins.
+    pub timeout: Option<Duration>,
+    /// The request id to send instead of a generated one (default none:
+    /// the client generates one).
+    pub request_id: Option<HeaderValue>,
+    /// Headers sent with every attempt of this call only (for example
+    /// `traceparent`). The headers the client owns (`content-type`,
+    /// `content-length`, `host`, `transfer-encoding`, `connection`, `te`,
+    /// `upgrade`, and the request-id header, which has its own option) are
+    /// refused: the call fails with a configuration error.
+    pub headers: HeaderMap,
+}
+
+impl CallOptions {
+    /// The earliest of the caller's deadline, the caller's timeout and the
+    /// client's `default_timeout`, counted from `now`.
+    pub(crate) fn effective_deadline(
+        &self,
+        now: Instant,
+        default_timeout: Option<Duration>,
+    ) -> Option<Instant> {
+        let after = |d: Duration| crate::time::saturating_add(now, d);
+        [
+            self.deadline,
+            self.timeout.map(after),
+            default_timeout.map(after),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}

@@ -1,0 +1,135 @@
+//! Time limits on a [`Call`]: [`Deadline`] bounds the whole call by the
+//! call's deadline, [`AttemptTimeout`] bounds each attempt, and both answer
+//! with the crate's typed timeout error.
+//!
+//! They read the deadline from the call ([`Call::deadline`], set by
+//! [`Identify`](crate::call::Identify)), so the overall deadline, the retry
+//! policy's planning and each attempt's timer are one clock. Unlike tower's
+//! `Timeout`, their error stays the inner service's type (`Error`, or a
+//! `BoxError` holding one) and says which limit passed, with the attempts
+//! made and the last attempt's error as its source.
+
+mod future;
+mod layer;
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::Service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::{AttemptTimeoutLayer, DeadlineLayer};
+
+use crate::call::Call;
+use crate::error::{Error, TimeoutKind};
+
+/// Fails a call with a total timeout ([`Error::is_total_timeout`]) when its
+/// deadline passes, retries and waits included; a call without a deadline
+/// passes through with no timer. A call whose deadline has already passed
+/// is not sent at all.
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+}
+
+/// Fails one attempt with an attempt timeout ([`Error::is_attempt_timeout`])
+/// after `timeout`, or with a total timeout if the call's deadline comes
+/// first, so that no attempt outlives its call.
+#[derive(Clone, Debug)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+// ===== impl Deadline =====
+
+impl<S> Deadline<S> {
+    /// Bounds the calls of `inner` by their deadlines.
+    pub fn new(inner: S) -> Self {
+        Deadline { inner }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Call> for Deadline<S>
+where
+    S: Service<Call>,
+    S::Error: From<Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        match call.deadline() {
+            None => ResponseFuture::untimed(self.inner.call(call)),
+            Some(at) if at <= Instant::now() => ResponseFuture::expired(call),
+            Some(at) => {
+                let inner = self.inner.call(call.clone());
+                ResponseFuture::timed(inner, at, TimeoutKind::Total, call)
+            }
+        }
+    }
+}
+
+// ===== impl AttemptTimeout =====
+
+impl<S> AttemptTimeout<S> {
+    /// Bounds each attempt of `inner` by `timeout` and the call's deadline.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        AttemptTimeout { inner, timeout }
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Call> for AttemptTimeout<S>
+where
+    S: Service<Call>,
+    S::Error: From<Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let own = crate::time::after(self.timeout);
+        let (at, kind) = match call.deadline() {
+            Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
+            _ => (own, TimeoutKind::Attempt),
+        };
+        let inner = self.inner.call(call.clone());
+        ResponseFuture::timed(inner, at, kind, call)
+    }
+}
