@@ -69,16 +69,16 @@ const DEFAULT_QUEUE: usize = 1024;
 /// the same slots.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    check: QualityCheckBuilder,
-    policy: RetryPolicy,
-    attempt_timeout: Duration,
-    total_timeout: Duration,
-    concurrency_limit: Option<usize>,
-    semaphore: Arc<Semaphore>,
-    circuit_breaker: Option<CircuitBreakerConfig>,
-    replica_urls: Vec<String>,
-    replica_ejection: CircuitBreakerConfig,
-    hedging: Option<Hedging>,
+    pub(super) check: QualityCheckBuilder,
+    pub(super) policy: RetryPolicy,
+    pub(super) attempt_timeout: Duration,
+    pub(super) total_timeout: Duration,
+    pub(super) concurrency_limit: Option<usize>,
+    pub(super) semaphore: Arc<Semaphore>,
+    pub(super) circuit_breaker: Option<CircuitBreakerConfig>,
+    pub(super) replica_urls: Vec<String>,
+    pub(super) replica_ejection: CircuitBreakerConfig,
+    pub(super) hedging: Option<Hedging>,
 }
 
 impl ClientBuilder {
