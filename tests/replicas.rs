@@ -97,11 +97,10 @@ async fn hedging_overtakes_a_slow_replica() {
     let replicas = replicas(2).await;
     replicas[0].always(Reply::approve().delay(Duration::from_secs(2)));
     replicas[1].always(Reply::approve().delay(Duration::from_millis(10)));
-    let hedging = Hedging {
-        percentile: 0.3,
-        min_data_points: 10,
-        period: Duration::from_secs(5),
-    };
+    let hedging = Hedging::default()
+        .percentile(0.3)
+        .min_data_points(10)
+        .period(Duration::from_secs(5));
     let hedged = QualityClient::builder(replicas[0].url())
         .base_urls(replicas.iter().map(TestCoordinator::url))
         .hedging(Some(hedging))
@@ -140,4 +139,52 @@ async fn replicas_need_a_runtime_and_valid_urls() {
     .join()
     .unwrap();
     assert!(no_runtime.is_config());
+}
+
+/// Hedged copies count against the concurrency limit: with a limit of 8
+/// the coordinator never has more than 8 requests of the client in flight,
+/// and no call sends more copies than its attempts allow.
+#[tokio::test(start_paused = true)]
+async fn hedged_copies_stay_within_the_concurrency_limit_and_the_attempts() {
+    let replicas = replicas(2).await;
+    for r in &replicas {
+        // Half the calls are slow enough to be hedged.
+        r.respond_with(|rec| {
+            let n: usize = common::task_id(rec)[5..].parse().unwrap_or(0);
+            Reply::approve().delay(Duration::from_millis(if n % 2 == 0 { 10 } else { 1000 }))
+        });
+    }
+    let hedging = Hedging::default()
+        .percentile(0.3)
+        .min_data_points(10)
+        .period(Duration::from_secs(5));
+    let client = QualityClient::builder(replicas[0].url())
+        .base_urls(replicas.iter().map(TestCoordinator::url))
+        .hedging(hedging)
+        .concurrency_limit(8)
+        .attempts(2)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    assert_eq!(run(&client, 0..50).await, 50);
+    tokio::time::advance(Duration::from_millis(5500).saturating_sub(start.elapsed())).await;
+    // Six calls at a time: two slots are free for copies, and a copy
+    // beyond them would break the limit.
+    for batch in 0..30 {
+        let first = 100 + 6 * batch;
+        assert_eq!(run(&client, first..first + 6).await, 6);
+    }
+    let peak: usize = replicas.iter().map(TestCoordinator::peak_in_flight).sum();
+    let hedged = replicas.iter().map(TestCoordinator::hits).sum::<usize>() - 230;
+    assert!(hedged > 0, "no copy was sent: the test proves nothing");
+    assert!(
+        peak <= 8,
+        "the coordinators saw {peak} in flight with a limit of 8"
+    );
+    for (task, hits) in common::hits_per_task(&replicas[0])
+        .into_iter()
+        .chain(common::hits_per_task(&replicas[1]))
+    {
+        assert!(hits <= 2, "{task} sent {hits} copies with attempts(2)");
+    }
 }

@@ -55,6 +55,20 @@ pub(crate) struct Routing {
 /// costs extra load (up to `1 - percentile` of calls, 10% by default), so
 /// turn it on when tail latency matters more than coordinator capacity,
 /// and preferably with several replicas, where the copy goes to another one.
+///
+/// The coordinator never sees more than the client promises: a copy is sent
+/// only if a slot of the client's concurrency limit is free (it holds it
+/// until the call ends), and only while the call has attempts left (a copy
+/// counts as one of its attempts, in [`Error::attempts`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use quality_gate::Hedging;
+///
+/// let hedging = Hedging::default().percentile(0.95).min_data_points(50);
+/// assert_eq!(hedging.period, Duration::from_secs(30));
+/// ```
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hedging {
     /// The latency percentile after which a copy is sent (default 0.9).
@@ -64,6 +78,26 @@ pub struct Hedging {
     pub min_data_points: u64,
     /// The window of the latency histogram (default 30 s).
     pub period: Duration,
+}
+
+impl Hedging {
+    /// The latency percentile after which a copy is sent (default 0.9).
+    pub fn percentile(mut self, percentile: f32) -> Self {
+        self.percentile = percentile;
+        self
+    }
+
+    /// Attempts recorded before hedging starts (default 20).
+    pub fn min_data_points(mut self, points: u64) -> Self {
+        self.min_data_points = points;
+        self
+    }
+
+    /// The window of the latency histogram (default 30 s).
+    pub fn period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
 }
 
 impl Default for Hedging {
