@@ -34,9 +34,9 @@
 
 pub mod breaker;
 pub mod call;
-mod check;
+pub mod check;
 pub mod classify;
-mod client;
+pub mod client;
 mod error;
 pub mod gate;
 mod request_id;
@@ -56,9 +56,3 @@ pub use crate::client::{AttemptTarget, ClientBuilder, Hedging, QualityClient};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
 pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};
-
-/// The response futures of the crate's services.
-pub mod future {
-    pub use crate::check::ResponseFuture as CheckFuture;
-    pub use crate::client::ResponseFuture as ClientFuture;
-}

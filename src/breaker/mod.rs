@@ -13,7 +13,7 @@
 //! instead of failing). That is about two hundred lines with tests; owning
 //! them costs less than adapting either crate.
 
-mod future;
+pub mod future;
 mod layer;
 
 use std::fmt;
@@ -26,9 +26,9 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-pub use self::future::ResponseFuture;
 pub use self::layer::CircuitBreakerLayer;
 
+use self::future::ResponseFuture;
 use crate::classify::{ClassifyFailure, RetryableFailures};
 use crate::error::Error;
 

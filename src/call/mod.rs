@@ -25,7 +25,7 @@
 //! # });
 //! ```
 
-mod future;
+pub mod future;
 mod layer;
 mod options;
 
@@ -41,10 +41,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::Service;
 
-pub use self::future::ResponseFuture;
 pub use self::layer::IdentifyLayer;
 pub use self::options::CallOptions;
 
+use self::future::ResponseFuture;
 use crate::error::Error;
 use crate::wire::{QualityRequest, QualityResponse};
 

@@ -3,7 +3,7 @@
 mod builder;
 pub(crate) mod config;
 mod connector;
-mod future;
+pub mod future;
 mod health;
 
 use std::fmt;
@@ -17,9 +17,9 @@ use tower::Service;
 
 pub(crate) use self::builder::env_url;
 pub use self::builder::QualityCheckBuilder;
-pub use self::future::ResponseFuture;
 
 use self::config::Config;
+use self::future::ResponseFuture;
 use crate::call::Call;
 use crate::error::Error;
 use crate::wire::{QualityRequest, QualityResponse};

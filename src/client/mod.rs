@@ -2,7 +2,7 @@
 //! concurrency-limit layers.
 
 mod builder;
-mod future;
+pub mod future;
 mod replicas;
 
 use std::fmt;
@@ -16,9 +16,9 @@ use tower::util::Either;
 use tower::{Service, ServiceExt};
 
 pub use self::builder::{AttemptTarget, ClientBuilder};
-pub use self::future::ResponseFuture;
 pub use self::replicas::Hedging;
 
+use self::future::ResponseFuture;
 use crate::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use crate::call::Identify;
 use crate::check::QualityCheck;

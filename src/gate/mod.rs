@@ -132,7 +132,7 @@
 //! [`Verdict::Unavailable`]: crate::Verdict::Unavailable
 
 mod derive;
-mod future;
+pub mod future;
 mod layer;
 mod rejection;
 
@@ -142,10 +142,10 @@ use std::task::{ready, Context, Poll};
 use tower::Service;
 
 pub use self::derive::DeriveQualityRequest;
-pub use self::future::ResponseFuture;
 pub use self::layer::QualityGateLayer;
 pub use self::rejection::{DefaultRejection, MakeRejection};
 
+use self::future::ResponseFuture;
 use crate::error::Error;
 use crate::wire::{QualityRequest, QualityResponse};
 

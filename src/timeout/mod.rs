@@ -9,7 +9,7 @@
 //! `BoxError` holding one) and says which limit passed, with the attempts
 //! made and the last attempt's error as its source.
 
-mod future;
+pub mod future;
 mod layer;
 
 use std::task::{Context, Poll};
@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::Service;
 
-pub use self::future::ResponseFuture;
 pub use self::layer::{AttemptTimeoutLayer, DeadlineLayer};
 
+use self::future::ResponseFuture;
 use crate::call::Call;
 use crate::error::{Error, TimeoutKind};
 
