@@ -41,6 +41,7 @@ mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod time;
 mod verdict;
 mod wire;
 

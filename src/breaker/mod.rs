@@ -199,10 +199,10 @@ impl Shared {
             }
             (Admission::Probe, Some(true), _) => {
                 *state = State::Open {
-                    until: Instant::now() + cooldown,
+                    until: crate::time::saturating_deadline(Instant::now(), cooldown),
                 };
                 tracing::warn!(
-                    cooldown_ms = cooldown.as_millis() as u64,
+                    cooldown_ms = crate::time::millis(cooldown),
                     "circuit open again: the probe failed"
                 );
             }
@@ -218,11 +218,11 @@ impl Shared {
                 if *failures >= self.config.failure_threshold {
                     tracing::warn!(
                         failures = *failures,
-                        cooldown_ms = cooldown.as_millis() as u64,
+                        cooldown_ms = crate::time::millis(cooldown),
                         "circuit open: calls fail fast until the cooldown ends"
                     );
                     *state = State::Open {
-                        until: Instant::now() + cooldown,
+                        until: crate::time::saturating_deadline(Instant::now(), cooldown),
                     };
                 }
             }

@@ -1,0 +1,50 @@
+//! Duration arithmetic that saturates instead of panicking.
+//!
+//! Durations reach the crate from callers (timeouts, a custom
+//! [`Backoff`](crate::retry::Backoff)) and from coordinators (`Retry-After`),
+//! so any of them may be `Duration::MAX`. `Instant + Duration` and
+//! `Duration + Duration` panic on overflow; these helpers clamp instead, to
+//! a deadline so far ahead it never passes. (For `Duration + Duration`,
+//! std's `saturating_add` is enough.)
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How far ahead an overflowing deadline is put: about 30 years, as tokio's own
+/// "never" does; no process waits that long.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+fn far_from(from: Instant) -> Instant {
+    // On no supported platform does `now + 30 years` overflow; if it ever
+    // did, `from` is the only instant known to exist.
+    from.checked_add(FAR).unwrap_or(from)
+}
+
+/// `from + d`, or an instant that never comes when that overflows.
+pub(crate) fn saturating_deadline(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d).unwrap_or_else(|| far_from(from))
+}
+
+/// A duration in whole milliseconds as a `u64`, saturating (for log fields;
+/// `as_millis() as u64` wraps).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert!(saturating_deadline(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            saturating_deadline(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+    }
+}
