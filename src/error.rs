@@ -9,9 +9,6 @@ use http::StatusCode;
 /// A boxed error, as tower's middleware returns them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// How many characters of an error response's body an [`Error`] keeps.
-pub(crate) const SNIPPET_CHARS: usize = 256;
-
 /// Why a quality check produced no verdict.
 ///
 /// An error is never an approval: an orchestrator that gets one must treat
@@ -43,6 +40,8 @@ struct Inner {
     /// The request was written to a pooled connection the coordinator had
     /// already closed, and never reached it.
     lost_on_pooled_connection: bool,
+    /// The id the call was sent with, when known.
+    request_id: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -118,10 +117,28 @@ pub(crate) enum RetryAfter {
 }
 
 impl RetryAfter {
+    /// The `Retry-After` of a response that may carry one: only 429 (Too
+    /// Many Requests) and 503 (Service Unavailable), the two statuses whose
+    /// `Retry-After` asks the client to wait (RFC 9110 §10.2.3). On any
+    /// other status it is ignored.
+    pub(crate) fn from_head(status: StatusCode, headers: &http::HeaderMap) -> Option<RetryAfter> {
+        if !honours_retry_after(status) {
+            return None;
+        }
+        headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(RetryAfter::parse)
+    }
+
     /// Parses `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.
+    ///
+    /// Any run of digits is a delay in seconds, saturating: a number too
+    /// large for a `u64` asks for `u64::MAX` seconds, far beyond any cap,
+    /// rather than being ignored (which would retry at once).
     pub(crate) fn parse(value: &http::HeaderValue) -> Option<RetryAfter> {
-        let s = value.to_str().ok()?.trim();
-        if let Ok(secs) = s.parse::<u64>() {
+        let s = std::str::from_utf8(value.as_bytes()).ok()?.trim();
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            let secs = s.parse::<u64>().unwrap_or(u64::MAX);
             return Some(RetryAfter::Delay(Duration::from_secs(secs)));
         }
         httpdate::parse_http_date(s).ok().map(RetryAfter::At)
@@ -136,6 +153,11 @@ impl RetryAfter {
     }
 }
 
+/// Whether a status's `Retry-After` is honoured: 429 and 503 only.
+fn honours_retry_after(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+}
+
 // ===== impl Error =====
 
 impl Error {
@@ -146,6 +168,7 @@ impl Error {
                 source,
                 attempts: 0,
                 lost_on_pooled_connection: false,
+                request_id: None,
             }),
         }
     }
@@ -180,7 +203,7 @@ impl Error {
             Kind::Status {
                 status,
                 snippet,
-                retry_after,
+                retry_after: retry_after.filter(|_| honours_retry_after(status)),
             },
             None,
         )
@@ -308,8 +331,9 @@ impl Error {
         }
     }
 
-    /// The start of the error response's body (at most 256 characters), for
-    /// status errors.
+    /// The start of the error response's body (at most 256 characters, on
+    /// one line), for status errors. Every configured secret (bearer token,
+    /// API key, secret headers) is replaced by `[redacted]`.
     pub fn body_snippet(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::Status { snippet, .. } => Some(snippet),
@@ -318,7 +342,9 @@ impl Error {
     }
 
     /// How long the coordinator asked the client to wait (`Retry-After`),
-    /// counted from now.
+    /// counted from now: only for 429 and 503 answers, the statuses whose
+    /// `Retry-After` the retry policy honours. A delay too large to
+    /// represent reads as `u64::MAX` seconds.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after_at(SystemTime::now())
     }
@@ -354,6 +380,22 @@ impl Error {
     /// resends it once at once, without counting an attempt.
     pub fn is_lost_on_pooled_connection(&self) -> bool {
         self.inner.lost_on_pooled_connection
+    }
+
+    /// The id the call was sent with (the `x-request-id` header, or the one
+    /// configured), when known: quote it to the coordinator's operators to
+    /// find the call in their logs.
+    pub fn request_id(&self) -> Option<&str> {
+        self.inner
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+    }
+
+    #[allow(dead_code)] // Set by the client once it tags its errors.
+    pub(crate) fn with_request_id(mut self, id: http::HeaderValue) -> Error {
+        self.inner.request_id = Some(id);
+        self
     }
 
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
@@ -401,6 +443,9 @@ impl fmt::Debug for Error {
         }
         if self.inner.lost_on_pooled_connection {
             d.field("lost_on_pooled_connection", &true);
+        }
+        if let Some(id) = self.request_id() {
+            d.field("request_id", &id);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
@@ -473,18 +518,6 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Keeps the first [`SNIPPET_CHARS`] characters of an error body, lossily
-/// decoded, on one line.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .take(SNIPPET_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,17 +571,39 @@ mod tests {
             RetryAfter::parse(&http::HeaderValue::from_static("soon")),
             None
         );
+        for bad in ["-1", "+5", "1.5", "", " ", "0x10"] {
+            assert_eq!(
+                RetryAfter::parse(&http::HeaderValue::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
+        }
+        let huge = http::HeaderValue::from_static("99999999999999999999999999");
         assert_eq!(
-            RetryAfter::parse(&http::HeaderValue::from_static("-1")),
-            None
+            RetryAfter::parse(&huge),
+            Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
         );
     }
 
     #[test]
-    fn snippet_is_capped_and_single_line() {
-        let s = snippet(format!("line1\nline2{}", "é".repeat(1000)).as_bytes());
-        assert_eq!(s.chars().count(), SNIPPET_CHARS);
-        assert!(!s.contains('\n'));
-        assert_eq!(snippet(b"\xff\xfe ok"), "\u{fffd}\u{fffd} ok");
+    fn retry_after_only_on_429_and_503() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("7"),
+        );
+        let seven = Some(RetryAfter::Delay(Duration::from_secs(7)));
+        for (code, want) in [
+            (429, seven),
+            (503, seven),
+            (500, None),
+            (502, None),
+            (301, None),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(RetryAfter::from_head(status, &headers), want, "{code}");
+            let err = Error::http_status(status, String::new(), seven);
+            assert_eq!(err.retry_after().is_some(), want.is_some(), "{code}");
+        }
     }
 }

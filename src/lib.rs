@@ -37,6 +37,7 @@ mod check;
 mod client;
 mod error;
 pub mod gate;
+mod redact;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]

@@ -75,15 +75,8 @@ impl ResponseFuture {
                 return Err(Error::body_too_large(self.config.body_limit));
             }
         }
-        // Only an error answer's Retry-After matters to the retry policy.
-        let retry_after = if status.is_success() {
-            None
-        } else {
-            parts
-                .headers
-                .get(header::RETRY_AFTER)
-                .and_then(RetryAfter::parse)
-        };
+        // Only a 429's or a 503's Retry-After matters to the retry policy.
+        let retry_after = RetryAfter::from_head(status, &parts.headers);
         self.state = State::Reading {
             body,
             first: None,
