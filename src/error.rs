@@ -512,6 +512,34 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// A fixed sentence saying what went wrong, in terms safe to show to
+    /// anyone: unlike the error's `Display`, it never carries the
+    /// coordinator's own words (an error body may echo internals). What a
+    /// gate or a server sends its callers when there was no verdict.
+    ///
+    /// ```
+    /// use quality_gate::ErrorKind;
+    ///
+    /// assert_eq!(ErrorKind::Timeout.generic_message(), "the quality check timed out");
+    /// ```
+    pub fn generic_message(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "the quality check is misconfigured",
+            ErrorKind::Connect => "the quality coordinator could not be reached",
+            ErrorKind::Transport => "the connection to the quality coordinator failed",
+            ErrorKind::Timeout => "the quality check timed out",
+            ErrorKind::Status => "the quality coordinator answered with an error",
+            ErrorKind::InvalidResponse => "the quality coordinator's answer was not a verdict",
+            ErrorKind::BodyTooLarge => "the quality coordinator's answer was too large",
+            ErrorKind::CircuitOpen => {
+                "the quality coordinator is failing; checks are refused for a while"
+            }
+            ErrorKind::NotReady | ErrorKind::Other => "the quality check failed",
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -604,6 +632,45 @@ mod tests {
             assert_eq!(RetryAfter::from_head(status, &headers), want, "{code}");
             let err = Error::http_status(status, String::new(), seven);
             assert_eq!(err.retry_after().is_some(), want.is_some(), "{code}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_retry_after_parses_without_panicking(
+                value in prop_oneof![
+                    "[ -~\t]{0,64}",
+                    "[0-9 ]{0,40}",
+                    // Any HTTP date up to the year 9999.
+                    (0u64..253_402_300_800).prop_map(|secs| httpdate::fmt_http_date(
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+                    )),
+                ],
+                now in any::<u64>(),
+            ) {
+                let value = http::HeaderValue::from_str(&value).unwrap();
+                let now = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(now));
+                if let (Some(ra), Some(now)) = (RetryAfter::parse(&value), now) {
+                    let _ = ra.delay_from(now);
+                }
+            }
+
+            #[test]
+            fn any_number_of_seconds_is_a_delay(digits in "[0-9]{1,60}") {
+                let value = http::HeaderValue::from_str(&digits).unwrap();
+                let want = digits.parse::<u64>().unwrap_or(u64::MAX);
+                prop_assert_eq!(
+                    RetryAfter::parse(&value),
+                    Some(RetryAfter::Delay(Duration::from_secs(want)))
+                );
+            }
         }
     }
 }

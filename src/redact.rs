@@ -71,7 +71,7 @@ pub(crate) fn secret_parts(value: &str) -> impl Iterator<Item = &str> {
 /// them in.
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {
-    /// Each secret as sent, and as it appears inside a JSON string (escaped
+    /// Each secret as sent (and trimmed), and as it appears inside a JSON string (escaped
     /// minimally, as serde_json does, and with non-ASCII as `\uXXXX`, as
     /// Python's `json.dumps` does). Longest first.
     raw: Vec<Vec<u8>>,
@@ -84,10 +84,16 @@ impl Redactor {
     /// A redactor for these secret values; empty ones are ignored.
     pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
         let mut raw = Vec::new();
-        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-            raw.push(secret.as_bytes().to_vec());
-            raw.push(json_escaped(secret, false).into_bytes());
-            raw.push(json_escaped(secret, true).into_bytes());
+        for secret in secrets {
+            // A header value reaches the coordinator without its leading and
+            // trailing whitespace, so that is what it may echo.
+            for secret in [secret, secret.trim()] {
+                if !secret.is_empty() {
+                    raw.push(secret.as_bytes().to_vec());
+                    raw.push(json_escaped(secret, false).into_bytes());
+                    raw.push(json_escaped(secret, true).into_bytes());
+                }
+            }
         }
         let mut shown: Vec<Vec<u8>> = raw
             .iter()
@@ -300,6 +306,76 @@ mod tests {
         }
         for name in ["x-team", "x-request-id", "accept", "x-keyboard"] {
             assert!(!is_secret_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Header-valid secrets of at least 9 characters, without `[` or `]`
+        /// (so no secret can be read across or inside `[redacted]`): tabs,
+        /// quotes, backslashes and unicode included.
+        fn secret() -> impl Strategy<Value = String> {
+            r#"[A-Za-z0-9\t "\\/+=~.:;,é☃日_-]{9,40}"#
+        }
+
+        /// The ways a coordinator echoes a secret: as sent, trimmed (as the
+        /// header reached it), or inside a JSON string, escaped either way.
+        fn echoed(secret: &str, form: u8) -> Vec<u8> {
+            match form {
+                0 => secret.as_bytes().to_vec(),
+                1 => secret.trim().as_bytes().to_vec(),
+                2 => json_escaped(secret, false).into_bytes(),
+                _ => json_escaped(secret, true).into_bytes(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn no_snippet_contains_a_secret(
+                secret in secret(),
+                other in secret(),
+                prefix in proptest::collection::vec(any::<u8>(), 0..1100),
+                suffix in proptest::collection::vec(any::<u8>(), 0..64),
+                form in 0u8..4,
+                cut in 0usize..1100,
+            ) {
+                let r = Redactor::new([secret.as_str(), other.as_str()]);
+                let mut body = prefix;
+                body.extend(echoed(&secret, form));
+                body.extend(suffix);
+                // As the read leaves it: whole, or cut at any point.
+                let truncated = cut < body.len();
+                body.truncate(cut.max(1).min(body.len()));
+                let shown = r.snippet(&body, truncated);
+                for s in [secret.as_str(), secret.trim()] {
+                    prop_assert!(!shown.contains(s), "{shown:?} shows {s:?}");
+                }
+                prop_assert!(shown.chars().count() <= SNIPPET_CHARS);
+                prop_assert!(!shown.chars().any(char::is_control));
+            }
+
+            #[test]
+            fn a_secret_at_a_truncated_end_leaves_no_start(
+                secret in secret(),
+                filler in "[a-z ]{0,200}",
+                keep in 1usize..40,
+            ) {
+                let r = Redactor::new([secret.as_str()]);
+                let echoed = secret.as_bytes();
+                let keep = keep.min(echoed.len() - 1);
+                let mut body = filler.into_bytes();
+                body.extend_from_slice(&echoed[..keep]);
+                let shown = r.snippet(&body, true);
+                let start = String::from_utf8_lossy(&echoed[..keep]).trim().to_owned();
+                if start.chars().count() >= 2 {
+                    prop_assert!(!shown.ends_with(&start), "{shown:?} ends with {start:?}");
+                }
+            }
         }
     }
 }
