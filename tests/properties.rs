@@ -322,3 +322,34 @@ fn reserved_headers_are_refused_by_name() {
         .unwrap_err()
         .is_config());
 }
+
+/// A custom backoff may ask for `Duration::MAX`: the wait passes any
+/// deadline, so the call fails at once with the last error.
+#[tokio::test(start_paused = true)]
+#[ignore = "needs src/retry/mod.rs to use started.elapsed().saturating_add(delay)"]
+async fn a_backoff_of_duration_max_fails_fast() {
+    #[derive(Debug)]
+    struct Forever;
+
+    impl Backoff for Forever {
+        fn delay(&self, _retry: u32) -> Duration {
+            Duration::MAX
+        }
+    }
+
+    let coordinator = TestCoordinator::start().await;
+    // A slow answer, so that the time already spent is not zero.
+    coordinator.always(Reply::status(500).delay(Duration::from_millis(10)));
+    let client = QualityClient::builder(coordinator.url())
+        .backoff(Forever)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(coordinator.hits(), 1);
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+}
