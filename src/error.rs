@@ -213,7 +213,15 @@ impl Error {
         Error::new(Kind::InvalidResponse(reason), None)
     }
 
+    /// Keeps where and how the body failed to decode, not serde's message:
+    /// it quotes the values it rejects (`invalid type: string "…"`), and a
+    /// coordinator may have put a credential there.
     pub(crate) fn invalid_json(source: serde_json::Error) -> Error {
+        let source = JsonError {
+            category: source.classify(),
+            line: source.line(),
+            column: source.column(),
+        };
         Error::new(
             Kind::InvalidResponse("body is not a valid verdict"),
             Some(source.into()),
@@ -494,6 +502,29 @@ impl StdError for Error {
     }
 }
 
+/// Why a body did not decode as a verdict, without any of the body's text.
+#[derive(Debug)]
+struct JsonError {
+    category: serde_json::error::Category,
+    line: usize,
+    column: usize,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use serde_json::error::Category;
+        let what = match self.category {
+            Category::Io => "the body could not be read",
+            Category::Syntax => "the body is not valid JSON",
+            Category::Data => "a field is missing or has the wrong type",
+            Category::Eof => "the JSON ends early",
+        };
+        write!(f, "{what} (line {}, column {})", self.line, self.column)
+    }
+}
+
+impl StdError for JsonError {}
+
 impl ErrorKind {
     /// A short, stable, lower-case name, for metrics labels and logs.
     pub fn as_str(self) -> &'static str {
@@ -611,6 +642,17 @@ mod tests {
             RetryAfter::parse(&huge),
             Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
         );
+    }
+
+    #[test]
+    fn json_errors_keep_the_position_not_the_values() {
+        let bad = br#"{"approved":"tok-SECRET","gate":"g"}"#;
+        let err =
+            Error::invalid_json(serde_json::from_slice::<crate::QualityResponse>(bad).unwrap_err());
+        assert!(err.is_invalid_response());
+        let text = format!("{err} {err:?} {}", err.source().unwrap());
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("wrong type (line 1, column 24)"), "{text}");
     }
 
     #[test]
