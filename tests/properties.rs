@@ -143,8 +143,9 @@ fn no_error_text_shows_a_secret_in_an_invalid_verdict() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Any base URL: `build()` never panics, and its error never shows the
-    /// user info, whatever `#`, `?`, `/`, `:` or `@` it holds.
+    /// Any base URL: `build()` never panics, and neither its error nor the
+    /// builder's `Debug` shows the user info, whatever `#`, `?`, `/`, `:` or
+    /// `@` it holds.
     #[test]
     fn no_base_url_panics_or_shows_its_user_info(
         scheme in prop_oneof![Just("http://"), Just("https://"), Just("ftp://"), Just(""), Just("http:/")],
@@ -154,7 +155,10 @@ proptest! {
         rest in "[ -~]{0,20}",
     ) {
         let url = format!("{scheme}{user}:{password}@{host}{rest}");
-        if let Err(err) = QualityCheck::builder(url.as_str()).build() {
+        let builder = QualityCheck::builder(url.as_str());
+        let debug = format!("{builder:?}");
+        prop_assert!(!debug.contains(&user) && !debug.contains(&password), "{}", debug);
+        if let Err(err) = builder.build() {
             prop_assert!(err.is_config());
             let text = format!("{err} {err:?}");
             prop_assert!(!text.contains(&user), "{:?} shows {:?}", text, user);

@@ -1,5 +1,6 @@
 //! The builder that owns every knob of a [`QualityCheck`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ const RESERVED_HEADERS: &[(&str, &str)] = &[
 /// let err = QualityCheck::builder("ftp://nope").build().unwrap_err();
 /// assert!(err.is_config());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct QualityCheckBuilder {
     base_url: String,
     body_limit: usize,
@@ -399,6 +400,32 @@ impl QualityCheckBuilder {
             Some(why) => Err(Error::config(format!("{what} {name} is reserved: {why}"))),
             None => Ok(()),
         }
+    }
+}
+
+impl fmt::Debug for QualityCheckBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL as errors show it (a mistyped one may carry user info),
+        // and header names only: values may be credentials.
+        let headers: Vec<&str> = self
+            .headers
+            .iter()
+            .map(|(name, ..)| name.as_str())
+            .collect();
+        f.debug_struct("QualityCheckBuilder")
+            .field("base_url", &config::shown(&self.base_url))
+            .field("body_limit", &self.body_limit)
+            .field("bearer_token", &self.bearer_token)
+            .field("api_key", &self.api_key)
+            .field("headers", &headers)
+            .field("user_agent", &self.user_agent)
+            .field("http2", &self.http2)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("health_timeout", &self.health_timeout)
+            .field("request_id_header", &self.request_id_header)
+            .finish_non_exhaustive()
     }
 }
 

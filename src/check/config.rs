@@ -116,7 +116,7 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
 /// Everything up to the last `@` is user info to hide, wherever `?`, `#` or
 /// `/` fall: a password may hold any of them (`http://admin:p#x@host`), and
 /// which part a parser would call user info does not matter here.
-fn shown(base: &str) -> String {
+pub(crate) fn shown(base: &str) -> String {
     let base = base.trim();
     let shown = match base.rfind('@') {
         Some(at) => {
