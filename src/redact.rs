@@ -31,10 +31,10 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Whether a header's value is a credential by its name alone:
-/// `authorization`, `proxy-authorization`, `cookie`, any name ending in
-/// `-token` or `-key`, and any containing `auth`, `token`, `secret`,
-/// `password`, `passwd`, `credential`, `cookie` or `session`.
+/// Whether a header's value is a credential by its name alone: any name
+/// ending in `-key` or `_key`, and any containing `auth` (`authorization`,
+/// `proxy-authorization`), `token`, `secret`, `password`, `passwd`,
+/// `credential`, `cookie` or `session`.
 ///
 /// Names are compared in lower case, as `HeaderName` stores them.
 pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
@@ -71,9 +71,9 @@ pub(crate) fn secret_parts(value: &str) -> impl Iterator<Item = &str> {
 /// them in.
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {
-    /// Each secret as sent (and trimmed), and as it appears inside a JSON string (escaped
-    /// minimally, as serde_json does, and with non-ASCII as `\uXXXX`, as
-    /// Python's `json.dumps` does). Longest first.
+    /// Each secret as sent and trimmed, and as it appears inside a JSON
+    /// string (escaped minimally, as serde_json does, and with non-ASCII as
+    /// `\uXXXX`, as Python's `json.dumps` does); without duplicates.
     raw: Vec<Vec<u8>>,
     /// The same forms as they look once control characters became spaces:
     /// a second pass over the text that is finally shown.
