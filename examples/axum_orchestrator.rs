@@ -5,7 +5,9 @@
 //!   "diffSummary"}`, calls the gate through the `QualityClient` in the
 //!   router state, and answers 200 with the verdict when approved, 422 with
 //!   the gate's message when rejected, and 504 / 503 / 502 when the
-//!   coordinator timed out / could not be reached / failed otherwise.
+//!   coordinator timed out / could not be reached / failed otherwise. A
+//!   failure answer carries the error's kind, a fixed sentence and the
+//!   request id, never the coordinator's own error text, which is logged.
 //! - `POST /gated/tasks/{task_id}/complete` is the same flow with the check
 //!   done by `QualityGateLayer` as a `route_layer`: the handler runs only for
 //!   approved work.
@@ -152,7 +154,18 @@ fn not_accepted(verdict: Verdict) -> Response {
             } else {
                 StatusCode::BAD_GATEWAY
             };
-            let body = json!({"accepted": false, "error": error.to_string(), "kind": error.kind().as_str()});
+            // The coordinator's error text stays in the log: it may echo
+            // internals (paths, stack traces) the orchestrator's callers
+            // must not see. They get the kind, a fixed sentence and the id
+            // to quote when they ask.
+            tracing::warn!(error = %error, request_id = error.request_id(), "quality check failed");
+            let kind = error.kind();
+            let body = json!({
+                "accepted": false,
+                "kind": kind.as_str(),
+                "error": kind.generic_message(),
+                "requestId": error.request_id(),
+            });
             (status, body)
         }
         // The gate never rejects with an approval; answer loudly if it did.
@@ -175,11 +188,14 @@ async fn local_coordinator() -> TestCoordinator {
     let coordinator = TestCoordinator::start().await;
     coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
         Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
-        Some("task-failing") => Reply::status(500),
+        Some("task-failing") => Reply::raw(500, "text/plain", INTERNAL_DETAIL),
         _ => Reply::approve(),
     });
     coordinator
 }
+
+/// What the in-process coordinator's failure says: nothing an agent should see.
+const INTERNAL_DETAIL: &str = "Traceback: connection to db-primary.internal:5432 refused";
 
 const COMPLETION: &str =
     r#"{"agentId":"agent-7","files":["src/lib.rs"],"diffSummary":"add the parser"}"#;
@@ -209,7 +225,11 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
         let response = client.request(req).await?;
         let status = response.status().as_u16();
         let text = response.into_body().collect().await?.to_bytes();
-        println!("POST {path} -> {status} {}", String::from_utf8_lossy(&text));
+        let text = String::from_utf8_lossy(&text);
+        println!("POST {path} -> {status} {text}");
+        if text.contains("db-primary") {
+            return Err(format!("POST {path}: the coordinator's error text leaked").into());
+        }
         let ok = if scripted || expected == 400 {
             status == expected
         } else {
@@ -224,6 +244,9 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let serve = std::env::args().any(|a| a == "--serve");
     // Keep the in-process coordinator alive until the end of main.
     let (local, url) = match std::env::var("COORDINATOR_URL") {

@@ -34,8 +34,12 @@ where
 }
 
 /// The default classifier: a failure is what [`Error::is_retryable`] calls
-/// retryable (connect and transport failures, timeouts, 408, 429, 5xx). A
-/// 4xx or an invalid response is an answer from a live coordinator.
+/// retryable (connect and transport failures, attempt timeouts, 408, 429,
+/// 5xx). A 4xx or an invalid response is an answer from a live coordinator.
+/// An attempt cut short by its call's deadline
+/// ([`Error::is_total_timeout`]) is neither: the caller ran out of time,
+/// which says nothing of the coordinator (a propagated 200 ms deadline must
+/// not open a breaker).
 ///
 /// For a [`BoxError`] (a tower layer between), a boxed [`Error`] is judged
 /// as above, a tower `Elapsed` is a failure, and any other error is a
@@ -54,14 +58,14 @@ pub struct RetryableFailures;
 
 impl ClassifyFailure<Error> for RetryableFailures {
     fn is_failure(&self, error: &Error) -> bool {
-        error.is_retryable()
+        error.is_retryable() && !error.is_total_timeout()
     }
 }
 
 impl ClassifyFailure<BoxError> for RetryableFailures {
     fn is_failure(&self, error: &BoxError) -> bool {
         match error.downcast_ref::<Error>() {
-            Some(error) => error.is_retryable(),
+            Some(error) => self.is_failure(error),
             None => true,
         }
     }

@@ -9,9 +9,6 @@ use http::StatusCode;
 /// A boxed error, as tower's middleware returns them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// How many characters of an error response's body an [`Error`] keeps.
-pub(crate) const SNIPPET_CHARS: usize = 256;
-
 /// Why a quality check produced no verdict.
 ///
 /// An error is never an approval: an orchestrator that gets one must treat
@@ -117,10 +114,28 @@ pub(crate) enum RetryAfter {
 }
 
 impl RetryAfter {
+    /// The `Retry-After` of a response that may carry one: only 429 (Too
+    /// Many Requests) and 503 (Service Unavailable), the two statuses whose
+    /// `Retry-After` asks the client to wait (RFC 9110 §10.2.3). On any
+    /// other status it is ignored.
+    pub(crate) fn from_head(status: StatusCode, headers: &http::HeaderMap) -> Option<RetryAfter> {
+        if !honours_retry_after(status) {
+            return None;
+        }
+        headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(RetryAfter::parse)
+    }
+
     /// Parses `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.
+    ///
+    /// Any run of digits is a delay in seconds, saturating: a number too
+    /// large for a `u64` asks for `u64::MAX` seconds, far beyond any cap,
+    /// rather than being ignored (which would retry at once).
     pub(crate) fn parse(value: &http::HeaderValue) -> Option<RetryAfter> {
-        let s = value.to_str().ok()?.trim();
-        if let Ok(secs) = s.parse::<u64>() {
+        let s = std::str::from_utf8(value.as_bytes()).ok()?.trim();
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            let secs = s.parse::<u64>().unwrap_or(u64::MAX);
             return Some(RetryAfter::Delay(Duration::from_secs(secs)));
         }
         httpdate::parse_http_date(s).ok().map(RetryAfter::At)
@@ -133,6 +148,11 @@ impl RetryAfter {
             RetryAfter::At(t) => t.duration_since(now).unwrap_or(Duration::ZERO),
         }
     }
+}
+
+/// Whether a status's `Retry-After` is honoured: 429 and 503 only.
+fn honours_retry_after(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
 // ===== impl Error =====
@@ -179,7 +199,7 @@ impl Error {
             Kind::Status {
                 status,
                 snippet,
-                retry_after,
+                retry_after: retry_after.filter(|_| honours_retry_after(status)),
             },
             None,
         )
@@ -189,7 +209,15 @@ impl Error {
         Error::new(Kind::InvalidResponse(reason), None)
     }
 
+    /// Keeps where and how the body failed to decode, not serde's message:
+    /// it quotes the values it rejects (`invalid type: string "…"`), and a
+    /// coordinator may have put a credential there.
     pub(crate) fn invalid_json(source: serde_json::Error) -> Error {
+        let source = JsonError {
+            category: source.classify(),
+            line: source.line(),
+            column: source.column(),
+        };
         Error::new(
             Kind::InvalidResponse("body is not a valid verdict"),
             Some(source.into()),
@@ -307,8 +335,9 @@ impl Error {
         }
     }
 
-    /// The start of the error response's body (at most 256 characters), for
-    /// status errors.
+    /// The start of the error response's body (at most 256 characters, on
+    /// one line), for status errors. Every configured secret (bearer token,
+    /// API key, secret headers) is replaced by `[redacted]`.
     pub fn body_snippet(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::Status { snippet, .. } => Some(snippet),
@@ -317,7 +346,9 @@ impl Error {
     }
 
     /// How long the coordinator asked the client to wait (`Retry-After`),
-    /// counted from now.
+    /// counted from now: only for 429 and 503 answers, the statuses whose
+    /// `Retry-After` the retry policy honours. A delay too large to
+    /// represent reads as `u64::MAX` seconds.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after_at(SystemTime::now())
     }
@@ -409,8 +440,8 @@ impl fmt::Debug for Error {
         if self.inner.attempts > 0 {
             d.field("attempts", &self.inner.attempts);
         }
-        if let Some(id) = &self.inner.request_id {
-            d.field("request_id", id);
+        if let Some(id) = self.request_id() {
+            d.field("request_id", &id);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
@@ -459,6 +490,29 @@ impl StdError for Error {
     }
 }
 
+/// Why a body did not decode as a verdict, without any of the body's text.
+#[derive(Debug)]
+struct JsonError {
+    category: serde_json::error::Category,
+    line: usize,
+    column: usize,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use serde_json::error::Category;
+        let what = match self.category {
+            Category::Io => "the body could not be read",
+            Category::Syntax => "the body is not valid JSON",
+            Category::Data => "a field is missing or has the wrong type",
+            Category::Eof => "the JSON ends early",
+        };
+        write!(f, "{what} (line {}, column {})", self.line, self.column)
+    }
+}
+
+impl StdError for JsonError {}
+
 impl ErrorKind {
     /// A short, stable, lower-case name, for metrics labels and logs.
     pub fn as_str(self) -> &'static str {
@@ -477,22 +531,38 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// A fixed sentence saying what went wrong, in terms safe to show to
+    /// anyone: unlike the error's `Display`, it never carries the
+    /// coordinator's own words (an error body may echo internals). What a
+    /// gate or a server sends its callers when there was no verdict.
+    ///
+    /// ```
+    /// use quality_gate::ErrorKind;
+    ///
+    /// assert_eq!(ErrorKind::Timeout.generic_message(), "the quality check timed out");
+    /// ```
+    pub fn generic_message(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "the quality check is misconfigured",
+            ErrorKind::Connect => "the quality coordinator could not be reached",
+            ErrorKind::Transport => "the connection to the quality coordinator failed",
+            ErrorKind::Timeout => "the quality check timed out",
+            ErrorKind::Status => "the quality coordinator answered with an error",
+            ErrorKind::InvalidResponse => "the quality coordinator's answer was not a verdict",
+            ErrorKind::BodyTooLarge => "the quality coordinator's answer was too large",
+            ErrorKind::CircuitOpen => {
+                "the quality coordinator is failing; checks are refused for a while"
+            }
+            ErrorKind::NotReady | ErrorKind::Other => "the quality check failed",
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Keeps the first [`SNIPPET_CHARS`] characters of an error body, lossily
-/// decoded, on one line.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .take(SNIPPET_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 #[cfg(test)]
@@ -548,17 +618,89 @@ mod tests {
             RetryAfter::parse(&http::HeaderValue::from_static("soon")),
             None
         );
+        for bad in ["-1", "+5", "1.5", "", " ", "0x10"] {
+            assert_eq!(
+                RetryAfter::parse(&http::HeaderValue::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
+        }
+        let huge = http::HeaderValue::from_static("99999999999999999999999999");
         assert_eq!(
-            RetryAfter::parse(&http::HeaderValue::from_static("-1")),
-            None
+            RetryAfter::parse(&huge),
+            Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
         );
     }
 
     #[test]
-    fn snippet_is_capped_and_single_line() {
-        let s = snippet(format!("line1\nline2{}", "é".repeat(1000)).as_bytes());
-        assert_eq!(s.chars().count(), SNIPPET_CHARS);
-        assert!(!s.contains('\n'));
-        assert_eq!(snippet(b"\xff\xfe ok"), "\u{fffd}\u{fffd} ok");
+    fn json_errors_keep_the_position_not_the_values() {
+        let bad = br#"{"approved":"tok-SECRET","gate":"g"}"#;
+        let err =
+            Error::invalid_json(serde_json::from_slice::<crate::QualityResponse>(bad).unwrap_err());
+        assert!(err.is_invalid_response());
+        let text = format!("{err} {err:?} {}", err.source().unwrap());
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("wrong type (line 1, column 24)"), "{text}");
+    }
+
+    #[test]
+    fn retry_after_only_on_429_and_503() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("7"),
+        );
+        let seven = Some(RetryAfter::Delay(Duration::from_secs(7)));
+        for (code, want) in [
+            (429, seven),
+            (503, seven),
+            (500, None),
+            (502, None),
+            (301, None),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(RetryAfter::from_head(status, &headers), want, "{code}");
+            let err = Error::http_status(status, String::new(), seven);
+            assert_eq!(err.retry_after().is_some(), want.is_some(), "{code}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_retry_after_parses_without_panicking(
+                value in prop_oneof![
+                    "[ -~\t]{0,64}",
+                    "[0-9 ]{0,40}",
+                    // Any HTTP date up to the year 9999.
+                    (0u64..253_402_300_800).prop_map(|secs| httpdate::fmt_http_date(
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+                    )),
+                ],
+                now in any::<u64>(),
+            ) {
+                let value = http::HeaderValue::from_str(&value).unwrap();
+                let now = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(now));
+                if let (Some(ra), Some(now)) = (RetryAfter::parse(&value), now) {
+                    let _ = ra.delay_from(now);
+                }
+            }
+
+            #[test]
+            fn any_number_of_seconds_is_a_delay(digits in "[0-9]{1,60}") {
+                let value = http::HeaderValue::from_str(&digits).unwrap();
+                let want = digits.parse::<u64>().unwrap_or(u64::MAX);
+                prop_assert_eq!(
+                    RetryAfter::parse(&value),
+                    Some(RetryAfter::Delay(Duration::from_secs(want)))
+                );
+            }
+        }
     }
 }

@@ -39,6 +39,7 @@ pub mod classify;
 pub mod client;
 mod error;
 pub mod gate;
+mod redact;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]

@@ -1,15 +1,24 @@
-//! Duration arithmetic that never panics: every sum saturates.
+//! Duration arithmetic that saturates instead of panicking.
+//!
+//! Durations reach the crate from callers (timeouts, a custom
+//! [`Backoff`](crate::retry::Backoff), a call's deadline) and from
+//! coordinators (`Retry-After`), so any of them may be `Duration::MAX`.
+//! `Instant + Duration` and `Duration + Duration` panic on overflow; these
+//! helpers clamp instead, to a deadline so far ahead it never passes. (For
+//! `Duration + Duration`, std's `saturating_add` is enough.)
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// About thirty years: far enough to mean "never", near enough that adding
-/// it to any `Instant` of a running process cannot overflow.
-pub(crate) const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+/// How far ahead an overflowing deadline is put: about 30 years, as tokio's
+/// own "never" does; no process waits that long.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// `from + d`, or a far-future instant when that would overflow.
+/// `from + d`, or an instant that never comes when that overflows.
 pub(crate) fn saturating_add(from: Instant, d: Duration) -> Instant {
+    // On no supported platform does `now + 30 years` overflow; if it ever
+    // did, `from` is the only instant known to exist.
     from.checked_add(d)
         .unwrap_or_else(|| from.checked_add(FAR).unwrap_or(from))
 }
@@ -19,15 +28,26 @@ pub(crate) fn after(d: Duration) -> Instant {
     saturating_add(Instant::now(), d)
 }
 
+/// A duration in whole milliseconds as a `u64`, saturating (for log fields;
+/// `as_millis() as u64` wraps).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sums_saturate() {
+    fn saturates_instead_of_panicking() {
         let now = Instant::now();
         assert!(saturating_add(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
-        assert_eq!(saturating_add(now, Duration::ZERO), now);
+        assert_eq!(
+            saturating_add(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
         assert!(after(Duration::MAX) > now);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
     }
 }

@@ -17,6 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use http::{Request, Response, StatusCode};
+use quality_gate::breaker::CircuitBreakerConfig;
 use quality_gate::gate::{QualityGate, QualityGateLayer};
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{
@@ -567,6 +568,74 @@ async fn axum_coordinator_failures_are_502_503_504() {
         serde_json::from_str::<Value>(&body).unwrap()["kind"],
         json!("connect")
     );
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+/// The coordinator's error text (here a stack trace with a password in it)
+/// never reaches the gate's callers: a 502, 503 or 504 body is the error's
+/// kind, a fixed sentence for it, and the request id.
+#[tokio::test(start_paused = true)]
+async fn axum_unavailable_bodies_carry_no_coordinator_text() {
+    const LEAK: &str = "Traceback: db password hunter2 at /srv/coordinator";
+    let coordinator = TestCoordinator::start().await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .total_timeout(Duration::from_secs(5))
+        .circuit_breaker(
+            CircuitBreakerConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let app = app(client, handled.clone());
+    // The body names the kind, a fixed sentence and the call's request id
+    // (the one the coordinator received, when the call reached it): nothing
+    // the coordinator wrote.
+    let check = |body: &str, kind: &str, message: &str, sent: Option<usize>| {
+        let body: Value = serde_json::from_str(body).unwrap();
+        let id = body["requestId"].as_str().expect("a request id").to_owned();
+        assert!(id.starts_with("qg-"), "{id}");
+        if let Some(n) = sent {
+            assert_eq!(
+                coordinator.requests()[n].headers["x-request-id"],
+                id.as_str()
+            );
+        }
+        assert_eq!(
+            body,
+            json!({"approved": false, "kind": kind, "error": message, "requestId": id})
+        );
+    };
+
+    coordinator.push(Reply::raw(503, "text/plain", LEAK).delay(Duration::from_secs(6)));
+    let (status, body) = send(&app, "task-1", COMPLETION).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    check(&body, "timeout", "the quality check timed out", Some(0));
+
+    coordinator.push(Reply::raw(500, "text/plain", LEAK));
+    let (status, body) = send(&app, "task-2", COMPLETION).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(!body.contains("hunter2"), "{body}");
+    check(
+        &body,
+        "status",
+        "the quality coordinator answered with an error",
+        Some(1),
+    );
+
+    // The failure opened the circuit (a call cut by the deadline counts as
+    // neither): the next call is refused.
+    let (status, body) = send(&app, "task-3", COMPLETION).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    check(
+        &body,
+        "circuit_open",
+        "the quality coordinator is failing; checks are refused for a while",
+        None,
+    );
+    assert_eq!(coordinator.hits(), 2);
     assert_eq!(handled.load(Ordering::SeqCst), 0);
 }
 

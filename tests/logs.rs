@@ -4,8 +4,11 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use http::Response;
+use quality_gate::gate::{DefaultRejection, MakeRejection};
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use quality_gate::{QualityClient, QualityRequest, Verdict};
+use serde_json::json;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -21,16 +24,28 @@ impl Write for Captured {
     }
 }
 
+impl Captured {
+    /// Captures every event of the crate, at any level, for this thread
+    /// while the guard lives.
+    fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("quality_gate=trace")
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn logs_attempts_and_outcome_without_secrets_or_body() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("quality_gate=trace")
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start();
 
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(503));
@@ -44,7 +59,7 @@ async fn logs_attempts_and_outcome_without_secrets_or_body() {
         .diff_summary("SECRET-BODY");
     assert!(client.check(req).await.unwrap().approved);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     for expected in [
         "quality_gate.check{",
         "quality_gate.task_id=task-77",
@@ -73,4 +88,64 @@ async fn logs_attempts_and_outcome_without_secrets_or_body() {
         !logs.contains("SECRET"),
         "a secret or the body leaked:\n{logs}"
     );
+}
+
+/// A coordinator that echoes credentials in its error bodies (as JSON, so a
+/// tab in them arrives escaped): neither the DEBUG "attempt failed" events
+/// nor the gate's WARN event show them, and the gate's answer carries none
+/// of the body.
+#[tokio::test(start_paused = true)]
+async fn secret_headers_echoed_by_the_coordinator_are_logged_redacted() {
+    let (captured, _guard) = Captured::start();
+    let coordinator = TestCoordinator::start().await;
+    coordinator.respond_with(|r| {
+        let echo = |name: &str| {
+            r.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        let body = json!({
+            "error": format!(
+                "bad token {} for tenant password {} with key {}",
+                echo("x-coordinator-token"),
+                echo("x-tenant-pass"),
+                echo("x-api-key"),
+            )
+        });
+        Reply::raw(500, "application/json", body.to_string())
+    });
+    let client = QualityClient::builder(coordinator.url())
+        .api_key("key-SECRET-2")
+        .http(|c| {
+            c.header("x-coordinator-token", "tok-SECRET-\t3")
+                .secret_header("x-tenant-pass", "pass-SECRET-4")
+        })
+        .build()
+        .unwrap();
+    let err = client
+        .check(QualityRequest::new("task-78", "agent-9"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), Some(3));
+    assert!(err
+        .to_string()
+        .contains("bad token [redacted] for tenant password [redacted]"));
+    let response: Response<String> =
+        DefaultRejection.make_rejection(Verdict::Unavailable { error: err });
+    assert!(
+        !response.body().contains("bad token"),
+        "{}",
+        response.body()
+    );
+
+    let logs = captured.text();
+    assert_eq!(logs.matches("attempt failed").count(), 3, "{logs}");
+    assert_eq!(
+        logs.matches("quality gate: no verdict").count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("bad token [redacted]").count(), 4, "{logs}");
+    assert!(!logs.contains("SECRET"), "a secret leaked:\n{logs}");
 }

@@ -254,7 +254,7 @@ impl Shared {
                 };
                 tracing::warn!(
                     replica = self.label(),
-                    cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
+                    cooldown_ms = crate::time::millis(cooldown),
                     "circuit open again: the probe failed"
                 );
             }
@@ -271,7 +271,7 @@ impl Shared {
                     tracing::warn!(
                         replica = self.label(),
                         failures = *failures,
-                        cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
+                        cooldown_ms = crate::time::millis(cooldown),
                         "circuit open: calls fail fast until the cooldown ends"
                     );
                     *state = State::Open {

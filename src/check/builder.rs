@@ -1,9 +1,10 @@
 //! The builder that owns every knob of a [`QualityCheck`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -11,6 +12,7 @@ use super::config::{self, Config, Secret};
 use super::connector::{self, Tls};
 use super::QualityCheck;
 use crate::error::Error;
+use crate::redact::{is_secret_header, secret_parts, Redactor};
 use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 
 /// The default cap on a response body: 1 MiB. A verdict is a few hundred
@@ -31,6 +33,31 @@ pub(crate) const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
 /// The environment variable [`QualityCheck::from_env`] reads.
 pub(crate) const COORDINATOR_URL_ENV: &str = "COORDINATOR_URL";
 
+/// The header [`QualityCheckBuilder::api_key`] sets.
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// The longest timeout accepted by any setter: a day. A longer one is a
+/// mistake (a unit mixed up), and `Instant + Duration::MAX` panics inside
+/// the timers that use it.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Headers the client writes itself, or that describe the connection or the
+/// body: set by [`QualityCheckBuilder::header`] they would contradict the
+/// request (a `content-length` cuts the body short), so they are refused.
+const RESERVED_HEADERS: &[(&str, &str)] = &[
+    ("host", "it is taken from the coordinator URL"),
+    ("content-length", "the client sets it from the body"),
+    ("content-type", "the body is always JSON"),
+    ("transfer-encoding", "the client frames the body"),
+    ("connection", "the connection pool manages it"),
+    ("keep-alive", "the connection pool manages it"),
+    ("proxy-connection", "the connection pool manages it"),
+    ("te", "it is hop-by-hop"),
+    ("trailer", "it is hop-by-hop"),
+    ("upgrade", "it is hop-by-hop"),
+    ("user-agent", "use user_agent()"),
+];
+
 /// Builds a [`QualityCheck`]. Every option has a documented default;
 /// [`build`](QualityCheckBuilder::build) validates them all, so a bad URL or
 /// header is an error at start-up, not at the first call.
@@ -48,13 +75,14 @@ pub(crate) const COORDINATOR_URL_ENV: &str = "COORDINATOR_URL";
 /// let err = QualityCheck::builder("ftp://nope").build().unwrap_err();
 /// assert!(err.is_config());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct QualityCheckBuilder {
     base_url: String,
     body_limit: usize,
     bearer_token: Option<Secret>,
     api_key: Option<Secret>,
-    headers: Vec<(String, Secret)>,
+    /// Extra headers: name, value, and whether the caller marked it secret.
+    headers: Vec<(String, Secret, bool)>,
     user_agent: Option<String>,
     http2: bool,
     connect_timeout: Option<Duration>,
@@ -93,13 +121,20 @@ impl QualityCheckBuilder {
 
     /// The largest response body read, in bytes (default 1 MiB). A larger one
     /// fails with [`Error::is_body_too_large`] without being read whole.
+    ///
+    /// Must be at least 1: 0 would refuse every verdict, and is a
+    /// configuration error at build time.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
     }
 
     /// Sends `Authorization: Bearer {token}` on every call. The token never
-    /// appears in `Debug` output, errors or logs. Default: none.
+    /// appears in `Debug` output, errors or logs: an error body that echoes
+    /// it has it replaced by `[redacted]`. Default: none.
+    ///
+    /// With a token set, an `authorization` header from
+    /// [`header`](Self::header) is a configuration error.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(Secret(token.into()));
         self
@@ -107,6 +142,9 @@ impl QualityCheckBuilder {
 
     /// Sends `X-API-Key: {key}` on every call, the convention of the
     /// coordinator's own services. Redacted like the bearer token. Default: none.
+    ///
+    /// With a key set, an `x-api-key` header from [`header`](Self::header)
+    /// is a configuration error.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(Secret(key.into()));
         self
@@ -114,9 +152,45 @@ impl QualityCheckBuilder {
 
     /// Adds a static header sent on every call. The value is validated at
     /// build time (a newline in it is a configuration error) and never
-    /// printed, since it may be a credential.
+    /// printed.
+    ///
+    /// A header whose name marks a credential is a secret: its value is
+    /// removed from error bodies, logs and gate responses like the bearer
+    /// token. Those names are `authorization`, `proxy-authorization`,
+    /// `cookie`, any name ending in `-key` or `_key`, and any containing
+    /// `auth`, `token`, `secret`, `password`, `passwd`, `credential`,
+    /// `cookie` or `session` (so `x-coordinator-token` is one). Use
+    /// [`secret_header`](Self::secret_header) for a credential under any
+    /// other name.
+    ///
+    /// Reserved names are configuration errors at build time (the error
+    /// names the header, never its value): `host`, `content-length`,
+    /// `content-type`, `transfer-encoding`, `connection`, `keep-alive`,
+    /// `proxy-connection`, `te`, `trailer`, `upgrade`, `user-agent` (use
+    /// [`user_agent`](Self::user_agent)), the request-id header, and
+    /// `authorization` / `x-api-key` when [`bearer_token`](Self::bearer_token)
+    /// / [`api_key`](Self::api_key) set them.
+    ///
+    /// ```
+    /// use quality_gate::QualityCheck;
+    ///
+    /// let err = QualityCheck::builder("http://127.0.0.1:8000")
+    ///     .header("content-length", "3")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_config() && err.to_string().contains("content-length"));
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), Secret(value.into())));
+        self.headers
+            .push((name.into(), Secret(value.into()), false));
+        self
+    }
+
+    /// Adds a static header whose value is a credential, whatever its name:
+    /// like [`header`](Self::header), and its value is also removed from
+    /// error bodies, logs and gate responses.
+    pub fn secret_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), Secret(value.into()), true));
         self
     }
 
@@ -135,12 +209,17 @@ impl QualityCheckBuilder {
 
     /// How long to wait for a TCP connection (default 3.1 s); `None` waits
     /// until an outer timeout fires.
+    ///
+    /// Zero, or more than a day, is a configuration error at build time.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// How long an idle pooled connection is kept (default 90 s).
+    /// How long an idle pooled connection is kept (default 90 s); `None`
+    /// keeps it until the coordinator closes it, zero keeps none.
+    ///
+    /// More than a day is a configuration error at build time.
     pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.pool_idle_timeout = timeout;
         self
@@ -154,6 +233,9 @@ impl QualityCheckBuilder {
     }
 
     /// The timeout of [`QualityCheck::health`] (default 2 s).
+    ///
+    /// Zero (every health check would fail), or more than a day, is a
+    /// configuration error at build time.
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
         self
@@ -167,6 +249,9 @@ impl QualityCheckBuilder {
     /// tracing span of each attempt. A bare `QualityCheck` makes one attempt
     /// per call, so there each attempt has its own id; behind a
     /// [`QualityClient`](crate::QualityClient) retries share it.
+    ///
+    /// A reserved name (see [`header`](Self::header)), or one the builder
+    /// already sends, is a configuration error at build time.
     pub fn request_id_header(mut self, name: Option<&str>) -> Self {
         self.request_id_header = name.map(str::to_owned);
         self
@@ -217,8 +302,9 @@ impl QualityCheckBuilder {
 
     fn config(&self) -> Result<Config, Error> {
         let (base, check_uri, health_uri) = config::endpoints(&self.base_url)?;
+        self.check_limits()?;
         let mut headers = HeaderMap::new();
-        let mut secrets = Vec::new();
+        let mut secrets: Vec<&str> = Vec::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -234,23 +320,36 @@ impl QualityCheckBuilder {
                 .map_err(|e| Error::config_with("bearer token is not a valid header value", e))?;
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
-            secrets.push(token.clone());
+            secrets.push(&token.0);
         }
         if let Some(key) = &self.api_key {
-            let (name, mut value) = config::header("x-api-key", &key.0)?;
+            let (name, mut value) = config::header(API_KEY_HEADER, &key.0)?;
             value.set_sensitive(true);
             headers.insert(name, value);
-            secrets.push(key.clone());
-        }
-        for (name, value) in &self.headers {
-            let (name, mut value) = config::header(name, &value.0)?;
-            value.set_sensitive(true);
-            headers.append(name, value);
+            secrets.push(&key.0);
         }
         let request_id_header = match &self.request_id_header {
-            Some(name) => Some(config::header(name, "")?.0),
+            Some(name) => {
+                let name = config::header(name, "")?.0;
+                self.refuse_reserved(&name, "request id header")?;
+                Some(name)
+            }
             None => None,
         };
+        for (name, secret, marked) in &self.headers {
+            let (name, mut value) = config::header(name, &secret.0)?;
+            self.refuse_reserved(&name, "header")?;
+            if request_id_header.as_ref() == Some(&name) {
+                return Err(Error::config(format!(
+                    "header {name} is the request id header, set for each call"
+                )));
+            }
+            value.set_sensitive(true);
+            if *marked || is_secret_header(&name) {
+                secrets.extend(secret_parts(&secret.0));
+            }
+            headers.append(name, value);
+        }
         Ok(Config {
             base,
             request_id_header,
@@ -259,8 +358,79 @@ impl QualityCheckBuilder {
             headers,
             body_limit: self.body_limit,
             health_timeout: self.health_timeout,
-            secrets,
+            secrets: Redactor::new(secrets),
         })
+    }
+
+    /// Refuses values no coordinator call can work with.
+    fn check_limits(&self) -> Result<(), Error> {
+        if self.body_limit == 0 {
+            return Err(Error::config("body limit must be at least 1 byte"));
+        }
+        let timeouts = [
+            ("health timeout", Some(self.health_timeout), false),
+            ("connect timeout", self.connect_timeout, false),
+            ("pool idle timeout", self.pool_idle_timeout, true),
+        ];
+        for (what, timeout, zero_ok) in timeouts {
+            match timeout {
+                Some(t) if t.is_zero() && !zero_ok => {
+                    return Err(Error::config(format!("{what} must not be zero")));
+                }
+                Some(t) if t > MAX_TIMEOUT => {
+                    return Err(Error::config(format!(
+                        "{what} of {t:?} is longer than a day"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a header the client sets itself, naming it (never its value).
+    fn refuse_reserved(&self, name: &HeaderName, what: &str) -> Result<(), Error> {
+        let why = RESERVED_HEADERS
+            .iter()
+            .find(|(reserved, _)| name == reserved)
+            .map(|(_, why)| *why)
+            .or_else(|| {
+                (self.bearer_token.is_some() && name == header::AUTHORIZATION)
+                    .then_some("bearer_token() sets it")
+            })
+            .or_else(|| {
+                (self.api_key.is_some() && name == API_KEY_HEADER).then_some("api_key() sets it")
+            });
+        match why {
+            Some(why) => Err(Error::config(format!("{what} {name} is reserved: {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for QualityCheckBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL as errors show it (a mistyped one may carry user info),
+        // and header names only: values may be credentials.
+        let headers: Vec<&str> = self
+            .headers
+            .iter()
+            .map(|(name, ..)| name.as_str())
+            .collect();
+        f.debug_struct("QualityCheckBuilder")
+            .field("base_url", &config::shown(&self.base_url))
+            .field("body_limit", &self.body_limit)
+            .field("bearer_token", &self.bearer_token)
+            .field("api_key", &self.api_key)
+            .field("headers", &headers)
+            .field("user_agent", &self.user_agent)
+            .field("http2", &self.http2)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("health_timeout", &self.health_timeout)
+            .field("request_id_header", &self.request_id_header)
+            .finish_non_exhaustive()
     }
 }
 

@@ -6,22 +6,14 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 
-use crate::error::{snippet, Error, RetryAfter};
+use crate::error::{Error, RetryAfter};
+pub(crate) use crate::redact::Secret;
+use crate::redact::{Redactor, ERROR_BODY_READ};
 
 /// The path of the check endpoint below the coordinator's base URL.
 pub(crate) const CHECK_PATH: &str = "/api/quality/check";
 /// The path of the coordinator's health endpoint below its base URL.
 pub(crate) const HEALTH_PATH: &str = "/health";
-
-/// A value that must never be printed: `Debug` shows `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Everything a call needs, validated once at build time.
 pub(crate) struct Config {
@@ -34,30 +26,25 @@ pub(crate) struct Config {
     pub(crate) health_timeout: Duration,
     /// The header carrying each call's id; `None` sends none.
     pub(crate) request_id_header: Option<HeaderName>,
-    /// Secret values, scrubbed from any error-body snippet the coordinator echoes them in.
-    pub(crate) secrets: Vec<Secret>,
+    /// Every secret value (bearer token, API key, secret headers), scrubbed
+    /// from any error body the coordinator echoes them in.
+    pub(crate) secrets: Redactor,
 }
 
 impl Config {
     /// The error for a non-success answer: its status, the start of its
-    /// body with any echoed secret removed, and its `Retry-After`.
+    /// body with every secret removed, and its `Retry-After`.
+    ///
+    /// A body of [`ERROR_BODY_READ`] bytes or more is taken to have been cut
+    /// by the read, so a secret half-sent at its end is removed too.
     pub(crate) fn status_error(
         &self,
         status: http::StatusCode,
         body: &[u8],
         retry_after: Option<RetryAfter>,
     ) -> Error {
-        Error::http_status(status, self.scrub(snippet(body)), retry_after)
-    }
-
-    /// Replaces any secret the coordinator echoed back in an error body.
-    pub(crate) fn scrub(&self, mut snippet: String) -> String {
-        for Secret(s) in &self.secrets {
-            if !s.is_empty() && snippet.contains(s.as_str()) {
-                snippet = snippet.replace(s.as_str(), "[redacted]");
-            }
-        }
-        snippet
+        let truncated = body.len() >= ERROR_BODY_READ;
+        Error::http_status(status, self.secrets.snippet(body, truncated), retry_after)
     }
 }
 
@@ -125,16 +112,30 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
 }
 
 /// A URL as it may be shown: without query, fragment or user info.
-fn shown(base: &str) -> String {
+///
+/// Everything up to the last `@` is user info to hide, wherever `?`, `#` or
+/// `/` fall: a password may hold any of them (`http://admin:p#x@host`), and
+/// which part a parser would call user info does not matter here.
+pub(crate) fn shown(base: &str) -> String {
     let base = base.trim();
-    let end = base.find(['?', '#']).unwrap_or(base.len());
-    let base = &base[..end];
-    match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}[redacted]{}", &base[..scheme + 3], &base[at..])
+    let shown = match base.rfind('@') {
+        Some(at) => {
+            // A scheme is shown only if it is one (letters, digits, `+-.`),
+            // so nothing of the user info passes for it.
+            let scheme = base[..at]
+                .find("://")
+                .map(|i| &base[..i])
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                })
+                .map_or(String::new(), |s| format!("{s}://"));
+            format!("{scheme}[redacted]{}", &base[at..])
         }
-        _ => base.to_owned(),
-    }
+        None => base.to_owned(),
+    };
+    let end = shown.find(['?', '#']).unwrap_or(shown.len());
+    shown[..end].to_owned()
 }
 
 /// Parses a header name and value given by the user, refusing bad ones
@@ -193,6 +194,13 @@ mod tests {
             "https://h/",
             "http://",
             "http://u:p@h/",
+            "http://u:p#x@h/",
+            "http://u:p?x@h/",
+            "http://u:p/x@h/",
+            "u:p@h",
+            "u:p@h://x",
+            "u:p://x@h",
+            "http://u:p@h:99999/",
             "http://h/?a=1",
             "http://h/#frag",
             "http://h o/",
@@ -202,7 +210,7 @@ mod tests {
         ] {
             let err = endpoints(base).unwrap_err();
             assert!(err.is_config(), "{base:?}: {err:?}");
-            assert!(!err.to_string().contains("u:p"), "{err}");
+            assert!(!format!("{err} {err:?}").contains("u:p"), "{err}");
             assert!(!err.to_string().contains("a=1"), "{err}");
         }
     }

@@ -15,10 +15,8 @@ use hyper_util::client::legacy;
 
 use super::config::Config;
 use crate::error::{Error, RetryAfter};
+use crate::redact::ERROR_BODY_READ;
 use crate::wire::QualityResponse;
-
-/// How much of an error response's body is read for the error's snippet.
-const ERROR_BODY_READ: usize = 1024;
 
 /// The future a [`QualityCheck`](super::QualityCheck) call returns.
 ///
@@ -83,15 +81,8 @@ impl ResponseFuture {
                 return Err(Error::body_too_large(self.config.body_limit));
             }
         }
-        // Only an error answer's Retry-After matters to the retry policy.
-        let retry_after = if status.is_success() {
-            None
-        } else {
-            parts
-                .headers
-                .get(header::RETRY_AFTER)
-                .and_then(RetryAfter::parse)
-        };
+        // Only a 429's or a 503's Retry-After matters to the retry policy.
+        let retry_after = RetryAfter::from_head(status, &parts.headers);
         self.state = State::Reading {
             body,
             first: None,

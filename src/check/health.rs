@@ -6,9 +6,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use super::future::classify;
 use super::QualityCheck;
 use crate::error::{Error, RetryAfter, TimeoutKind};
+use crate::redact::ERROR_BODY_READ;
 
 /// How much of an unhealthy answer's body is read for the error's snippet.
-const HEALTH_BODY_READ: usize = 1024;
+const HEALTH_BODY_READ: usize = ERROR_BODY_READ;
 
 impl QualityCheck {
     /// Asks the coordinator whether it is up: `GET {base}/health`, `Ok(())`
@@ -36,10 +37,7 @@ impl QualityCheck {
             if status.is_success() {
                 return Ok(());
             }
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(RetryAfter::parse);
+            let retry_after = RetryAfter::from_head(status, response.headers());
             // An unreadable or long body still leaves the status to report.
             let body = Limited::new(response.into_body(), HEALTH_BODY_READ)
                 .collect()

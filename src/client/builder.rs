@@ -67,7 +67,7 @@ const DEFAULT_QUEUE: usize = 1024;
 /// Builders that are clones of one another share one concurrency limit:
 /// the layers one builder hands out and the client it builds count against
 /// the same slots.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     pub(super) check: QualityCheckBuilder,
     pub(super) policy: RetryPolicy,
@@ -79,6 +79,28 @@ pub struct ClientBuilder {
     pub(super) replica_urls: Vec<String>,
     pub(super) replica_ejection: CircuitBreakerConfig,
     pub(super) hedging: Option<Hedging>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Replica URLs as they may be shown: user info is never printed.
+        let replicas: Vec<String> = self
+            .replica_urls
+            .iter()
+            .map(|u| crate::check::config::shown(u))
+            .collect();
+        f.debug_struct("ClientBuilder")
+            .field("check", &self.check)
+            .field("policy", &self.policy)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("total_timeout", &self.total_timeout)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .field("replicas", &replicas)
+            .field("replica_ejection", &self.replica_ejection)
+            .field("hedging", &self.hedging)
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -345,6 +367,20 @@ impl ClientBuilder {
     /// URLs or hedging, the balanced and/or hedged replicas (which need a
     /// Tokio runtime).
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
+        if let Some(h) = &self.hedging {
+            if !(h.percentile > 0.0 && h.percentile < 1.0) {
+                return Err(Error::config(format!(
+                    "hedging percentile {} is outside (0, 1)",
+                    h.percentile
+                )));
+            }
+            if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
+                return Err(Error::config(format!(
+                    "hedging period {:?} is outside 1 ms to 1 day",
+                    h.period
+                )));
+            }
+        }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
             return Ok(Either::Left(self.check_service()?));
         }

@@ -48,8 +48,13 @@ where
 ///   Service Unavailable` when the coordinator could not be reached or a
 ///   circuit breaker is open (both pass: trying later may work), `502 Bad
 ///   Gateway` for any other failure (an error status, an invalid answer);
-///   the body is `{"approved":false,"error":…,"kind":…}`, with the error's
-///   [`kind`](crate::ErrorKind::as_str).
+///   the body is `{"approved":false,"kind":…,"error":…,"requestId":…}`: the
+///   error's [`kind`](crate::ErrorKind::as_str), the kind's fixed
+///   [`generic_message`](crate::ErrorKind::generic_message), and the call's
+///   [`request_id`](crate::Error::request_id) (`null` when unknown). The
+///   coordinator's own error text never reaches the gate's callers (it may
+///   echo internals); the full error is logged at WARN instead, with every
+///   configured secret removed.
 ///
 /// ```
 /// use http::{Response, StatusCode};
@@ -97,11 +102,22 @@ where
                 message,
                 details,
             } => json!({"approved": false, "gate": gate, "message": message, "details": details}),
-            Verdict::Unavailable { error } => json!({
-                "approved": false,
-                "error": error.to_string(),
-                "kind": error.kind().as_str(),
-            }),
+            Verdict::Unavailable { error } => {
+                let kind = error.kind();
+                tracing::warn!(
+                    error = %error,
+                    error_kind = kind.as_str(),
+                    request_id = error.request_id().unwrap_or(""),
+                    status = status.as_u16(),
+                    "quality gate: no verdict, failing closed"
+                );
+                json!({
+                    "approved": false,
+                    "kind": kind.as_str(),
+                    "error": kind.generic_message(),
+                    "requestId": error.request_id(),
+                })
+            }
             Verdict::Approved(_) => {
                 json!({"approved": false, "error": "an approval was answered as a rejection"})
             }
@@ -174,5 +190,28 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
         assert_eq!(body["approved"], json!(false));
         assert_eq!(body["kind"], json!("circuit_open"));
+        assert_eq!(body["requestId"], json!(null));
+    }
+
+    #[test]
+    fn unavailable_bodies_carry_no_coordinator_text() {
+        let error = Error::http_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stack trace: db password hunter2".into(),
+            None,
+        )
+        .with_request_id(http::HeaderValue::from_static("req-42"));
+        let response: Response<String> = DefaultRejection.make_rejection(unavailable(error));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "approved": false,
+                "kind": "status",
+                "error": "the quality coordinator answered with an error",
+                "requestId": "req-42",
+            })
+        );
     }
 }

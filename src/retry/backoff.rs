@@ -106,19 +106,20 @@ impl ExponentialBackoff {
     }
 
     /// The wait before retry `retry` before jitter.
+    ///
+    /// Never panics: any `initial`, `max` and multiplier, `Duration::MAX`
+    /// included, give a wait of at most `max`.
     pub fn base_delay(&self, retry: u32) -> Duration {
         let multiplier = if self.multiplier >= 1.0 {
             self.multiplier
         } else {
             1.0
         };
-        let exp = retry.saturating_sub(1).min(i32::MAX as u32) as i32;
+        let exp = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
         let secs = self.initial.as_secs_f64() * multiplier.powi(exp);
-        let max = self.max.as_secs_f64();
-        if secs.is_finite() && secs < max {
-            Duration::from_secs_f64(secs)
-        } else {
-            self.max
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) => d.min(self.max),
+            Err(_) => self.max,
         }
     }
 }
@@ -139,10 +140,16 @@ impl Backoff for ExponentialBackoff {
         let base = self.base_delay(retry);
         match self.jitter {
             Jitter::None => base,
-            Jitter::Full => base.mul_f64(unit()),
-            Jitter::Equal => base / 2 + (base / 2).mul_f64(unit()),
+            Jitter::Full => scale(base, unit()),
+            Jitter::Equal => (base / 2).saturating_add(scale(base / 2, unit())),
         }
     }
+}
+
+/// `d · f` for `f` in `[0, 1]`, never more than `d`: `mul_f64` goes through
+/// `f64`, which rounds `Duration::MAX` up past the largest duration and panics.
+fn scale(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).map_or(d, |scaled| scaled.min(d))
 }
 
 /// A uniform draw from `[0, 1)`. A fresh hasher seed per draw keeps clones of
@@ -185,6 +192,24 @@ mod tests {
             let d = b.delay(2);
             assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
         }
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        for jitter in [Jitter::Full, Jitter::Equal, Jitter::None] {
+            let b = ExponentialBackoff::new(Duration::MAX)
+                .max_delay(Duration::MAX)
+                .multiplier(f64::MAX)
+                .jitter(jitter);
+            for retry in [0, 1, 2, 64, u32::MAX] {
+                assert!(b.delay(retry) <= Duration::MAX);
+            }
+        }
+        let b = ExponentialBackoff::new(Duration::from_secs(1))
+            .max_delay(Duration::MAX)
+            .jitter(Jitter::None);
+        assert_eq!(b.delay(1), Duration::from_secs(1));
+        assert_eq!(b.delay(u32::MAX), Duration::MAX);
     }
 
     #[test]

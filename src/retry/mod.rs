@@ -262,7 +262,7 @@ impl RetryPolicy {
             attempt,
             error.type = failure.kind,
             next_attempt = attempt.saturating_add(1),
-            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms = crate::time::millis(delay),
             "retrying"
         );
         Some(delay)

@@ -68,11 +68,14 @@ async fn local_coordinator() -> TestCoordinator {
     let coordinator = TestCoordinator::start().await;
     coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
         Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
-        Some("task-failing") => Reply::status(500),
+        Some("task-failing") => Reply::raw(500, "text/plain", INTERNAL_DETAIL),
         _ => Reply::approve(),
     });
     coordinator
 }
+
+/// What the in-process coordinator's failure says: nothing an agent should see.
+const INTERNAL_DETAIL: &str = "Traceback: connection to db-primary.internal:5432 refused";
 
 fn completion(task_id: &str, agent_id: &str) -> CompleteTaskRequest {
     CompleteTaskRequest {
@@ -113,6 +116,11 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
                 Err(status) => (status.code(), status.message().to_owned()),
             };
             println!("{service}/CompleteTask {task:?} by {agent:?} -> {code:?}: {text}");
+            if text.contains("db-primary") {
+                return Err(
+                    format!("{service} {task}: the coordinator's error text leaked").into(),
+                );
+            }
             let plausible = [
                 Code::Ok,
                 Code::FailedPrecondition,
@@ -137,6 +145,9 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let serve = std::env::args().any(|a| a == "--serve");
     // Keep the in-process coordinator alive until the end of main.
     let (local, url) = match std::env::var("COORDINATOR_URL") {

@@ -1,11 +1,16 @@
 //! From the quality gate's verdicts and errors to gRPC statuses.
 
 use quality_gate::{QualityRequest, Verdict};
+use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 use crate::pb::CompleteTaskRequest;
 
 /// The status for work that is not accepted.
+///
+/// For a failed check the message is the error's kind and a fixed sentence,
+/// with the kind and the request id also in the metadata (`x-error-kind`,
+/// `x-request-id`); the error itself, coordinator text and all, is logged.
 ///
 /// - rejected: `FAILED_PRECONDITION` — the call was valid, the work it
 ///   carries does not meet the gate's conditions, and retrying the same
@@ -24,14 +29,28 @@ pub fn status_for(verdict: Verdict) -> Status {
             message.unwrap_or_default()
         )),
         Verdict::Unavailable { error } => {
-            let message = format!("no quality verdict ({}): {error}", error.kind());
-            if error.is_timeout() {
+            // The coordinator's error text stays in the log: it may echo
+            // internals (paths, stack traces) the caller must not see. The
+            // caller gets the kind, a fixed sentence and the request id.
+            tracing::warn!(error = %error, request_id = error.request_id(), "quality check failed");
+            let kind = error.kind();
+            let message = format!("no quality verdict ({kind}): {}", kind.generic_message());
+            let mut status = if error.is_timeout() {
                 Status::deadline_exceeded(message)
             } else if error.is_connect() || error.is_circuit_open() || error.is_retryable() {
                 Status::unavailable(message)
             } else {
                 Status::internal(message)
+            };
+            let metadata = status.metadata_mut();
+            metadata.insert("x-error-kind", MetadataValue::from_static(kind.as_str()));
+            if let Some(id) = error
+                .request_id()
+                .and_then(|id| MetadataValue::try_from(id).ok())
+            {
+                metadata.insert("x-request-id", id);
             }
+            status
         }
         // The gate never answers an approval as a rejection; say so loudly.
         Verdict::Approved(_) => Status::internal("an approval was answered as a rejection"),
@@ -75,6 +94,17 @@ mod tests {
         assert_eq!(code(unavailable(Error::circuit_open())), Code::Unavailable);
         let other: BoxError = "boom".into();
         assert_eq!(code(unavailable(Error::from(other))), Code::Internal);
+    }
+
+    #[test]
+    fn failures_say_the_kind_and_a_fixed_sentence() {
+        let status = status_for(unavailable(Error::timeout(TimeoutKind::Attempt)));
+        assert_eq!(
+            status.message(),
+            "no quality verdict (timeout): the quality check timed out"
+        );
+        assert_eq!(status.metadata().get("x-error-kind").unwrap(), "timeout");
+        assert!(status.metadata().get("x-request-id").is_none());
     }
 
     #[test]

@@ -1,0 +1,381 @@
+//! Keeping credentials out of everything the crate prints.
+//!
+//! A coordinator may echo what it was sent in an error body ("invalid token
+//! abc…"), and that body ends up in [`Error`](crate::Error)'s `Display` and
+//! `Debug`, in log events and, through a careless caller, in responses. Every
+//! such body goes through [`Redactor::snippet`], the one place secrets are
+//! removed: on the raw bytes, before anything is cut, decoded or rewritten.
+
+use std::fmt;
+
+use http::HeaderName;
+
+/// How much of an error answer's body is read for its snippet (checks and
+/// health checks). A body of this length is taken to have been cut by the
+/// read, so a secret may end it half-sent.
+pub(crate) const ERROR_BODY_READ: usize = 1024;
+
+/// How many characters of an error body an [`Error`](crate::Error) keeps.
+pub(crate) const SNIPPET_CHARS: usize = 256;
+
+/// What replaces each secret, and each run of overlapping secrets.
+const MARK: &[u8] = b"[redacted]";
+
+/// A value that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Whether a header's value is a credential by its name alone: any name
+/// ending in `-key` or `_key`, and any containing `auth` (`authorization`,
+/// `proxy-authorization`), `token`, `secret`, `password`, `passwd`,
+/// `credential`, `cookie` or `session`.
+///
+/// Names are compared in lower case, as `HeaderName` stores them.
+pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.ends_with("-key")
+        || name.ends_with("_key")
+        || [
+            "auth",
+            "token",
+            "secret",
+            "password",
+            "passwd",
+            "credential",
+            "cookie",
+            "session",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// The parts of a secret header's value to remove: the value, and for an
+/// `authorization`-style `Scheme credentials` value the credentials alone,
+/// which a coordinator may echo without the scheme.
+pub(crate) fn secret_parts(value: &str) -> impl Iterator<Item = &str> {
+    let credentials = value
+        .trim()
+        .split_once([' ', '\t'])
+        .map(|(_, rest)| rest.trim())
+        .filter(|rest| !rest.is_empty());
+    std::iter::once(value).chain(credentials)
+}
+
+/// The secrets of one configuration, in every form a coordinator may echo
+/// them in.
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    /// Each secret as sent and trimmed, and as it appears inside a JSON
+    /// string (escaped minimally, as serde_json does, and with non-ASCII as
+    /// `\uXXXX`, as Python's `json.dumps` does); without duplicates.
+    raw: Vec<Vec<u8>>,
+    /// The same forms as they look once control characters became spaces:
+    /// a second pass over the text that is finally shown.
+    shown: Vec<Vec<u8>>,
+}
+
+impl Redactor {
+    /// A redactor for these secret values; empty ones are ignored.
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+        let mut raw = Vec::new();
+        for secret in secrets {
+            // A header value reaches the coordinator without its leading and
+            // trailing whitespace, so that is what it may echo.
+            for secret in [secret, secret.trim()] {
+                if !secret.is_empty() {
+                    raw.push(secret.as_bytes().to_vec());
+                    raw.push(json_escaped(secret, false).into_bytes());
+                    raw.push(json_escaped(secret, true).into_bytes());
+                }
+            }
+        }
+        let mut shown: Vec<Vec<u8>> = raw
+            .iter()
+            .map(|form| one_line(&String::from_utf8_lossy(form)).into_bytes())
+            .collect();
+        for forms in [&mut raw, &mut shown] {
+            forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+            forms.dedup();
+        }
+        Redactor { raw, shown }
+    }
+
+    /// The start of an error body as an error may show it: every secret
+    /// replaced by `[redacted]`, then decoded (lossily), on one line, at most
+    /// [`SNIPPET_CHARS`] characters.
+    ///
+    /// `truncated` says the body was cut by the read: a secret may then end
+    /// it half-sent, so a trailing start of any secret is removed as well.
+    pub(crate) fn snippet(&self, body: &[u8], truncated: bool) -> String {
+        // Secrets go first, on the bytes as received: cutting or rewriting
+        // first could split a secret, or turn a tab in it into a space, so
+        // that it no longer matches and leaks.
+        let scrubbed = replace(body, &cover(body, &self.raw, truncated));
+        let text = one_line(&String::from_utf8_lossy(&scrubbed));
+        // Decoding and one-lining can make text equal to a secret's
+        // one-lined form (a tab sent where the secret has a space); remove
+        // those too.
+        let text = replace(
+            text.as_bytes(),
+            &cover(text.as_bytes(), &self.shown, truncated),
+        );
+        String::from_utf8_lossy(&text)
+            .chars()
+            .take(SNIPPET_CHARS)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Control characters as spaces: an error message stays one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Marks each byte of `hay` inside an occurrence of any needle (occurrences
+/// may overlap) and, when `partial_tail`, inside a start of a needle that
+/// ends `hay`.
+fn cover(hay: &[u8], needles: &[Vec<u8>], partial_tail: bool) -> Vec<bool> {
+    let mut covered = vec![false; hay.len()];
+    for needle in needles.iter().filter(|n| !n.is_empty()) {
+        if needle.len() <= hay.len() {
+            for start in 0..=hay.len() - needle.len() {
+                if hay[start..].starts_with(needle) {
+                    covered[start..start + needle.len()].fill(true);
+                }
+            }
+        }
+        if partial_tail {
+            let longest = (needle.len() - 1).min(hay.len());
+            if let Some(len) = (1..=longest)
+                .rev()
+                .find(|&len| hay.ends_with(&needle[..len]))
+            {
+                covered[hay.len() - len..].fill(true);
+            }
+        }
+    }
+    covered
+}
+
+/// `hay` with each run of covered bytes replaced by one [`MARK`].
+fn replace(hay: &[u8], covered: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut in_run = false;
+    for (&byte, &hidden) in hay.iter().zip(covered) {
+        if !hidden {
+            out.push(byte);
+        } else if !in_run {
+            out.extend_from_slice(MARK);
+        }
+        in_run = hidden;
+    }
+    out
+}
+
+/// `s` as it appears between the quotes of a JSON string: `"`, `\` and
+/// control characters escaped, and with `ascii` every non-ASCII character as
+/// `\uXXXX` (UTF-16, lower-case hex).
+fn json_escaped(s: &str, ascii: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (ascii && !c.is_ascii()) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(secrets: &[&str]) -> Redactor {
+        Redactor::new(secrets.iter().copied())
+    }
+
+    #[test]
+    fn is_capped_and_single_line() {
+        let r = redactor(&[]);
+        let s = r.snippet(
+            format!("line1\nline2{}", "é".repeat(1000)).as_bytes(),
+            false,
+        );
+        assert_eq!(s.chars().count(), SNIPPET_CHARS);
+        assert!(!s.contains('\n'));
+        assert_eq!(r.snippet(b"\xff\xfe ok", false), "\u{fffd}\u{fffd} ok");
+    }
+
+    #[test]
+    fn secrets_are_replaced_in_every_form() {
+        let r = redactor(&["tok\"en\té", "key-1"]);
+        for body in [
+            "bad token tok\"en\té!",
+            r#"{"error":"bad token tok\"en\té!"}"#,
+            r#"{"error":"bad token tok\"en\t\u00e9!"}"#,
+            "bad token tok\"en é!",
+        ] {
+            assert_eq!(
+                r.snippet(body.as_bytes(), false)
+                    .replace("{\"error\":\"", "")
+                    .replace("\"}", ""),
+                "bad token [redacted]!",
+                "{body}"
+            );
+        }
+        assert_eq!(
+            r.snippet(b"key-1key-1 and key-1", false),
+            "[redacted] and [redacted]"
+        );
+    }
+
+    #[test]
+    fn a_secret_across_the_snippet_cut_is_removed_whole() {
+        let r = redactor(&["abcdefgh"]);
+        let body = format!("{}abcdefgh tail", "x".repeat(SNIPPET_CHARS - 3));
+        let s = r.snippet(body.as_bytes(), false);
+        assert!(!s.contains("abc"), "{s}");
+        assert!(s.ends_with("[re"), "{s}");
+    }
+
+    #[test]
+    fn a_secret_cut_by_the_read_is_removed_when_truncated() {
+        let r = redactor(&["abcdefgh"]);
+        assert_eq!(r.snippet(b"echo abcd", true), "echo [redacted]");
+        // Untruncated, a word that happens to start like a secret stays.
+        assert_eq!(r.snippet(b"echo abcd", false), "echo abcd");
+    }
+
+    #[test]
+    fn overlapping_secrets_leave_nothing_of_either() {
+        let r = redactor(&["xyz123", "123abc"]);
+        assert_eq!(r.snippet(b"<xyz123abc>", false), "<[redacted]>");
+    }
+
+    #[test]
+    fn scheme_and_credentials_are_both_secret() {
+        let parts: Vec<&str> = secret_parts("Basic dXNlcjpwdw==").collect();
+        assert_eq!(parts, ["Basic dXNlcjpwdw==", "dXNlcjpwdw=="]);
+        assert_eq!(secret_parts("plain").collect::<Vec<_>>(), ["plain"]);
+    }
+
+    #[test]
+    fn secret_header_names() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-coordinator-token",
+            "x-api-key",
+            "x-client-secret",
+            "x-password",
+            "x-passwd",
+            "x-credentials",
+            "x-auth",
+            "x-session-id",
+        ] {
+            assert!(is_secret_header(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["x-team", "x-request-id", "accept", "x-keyboard"] {
+            assert!(!is_secret_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Header-valid secrets of at least 9 characters, without `[` or `]`
+        /// (so no secret can be read across or inside `[redacted]`): tabs,
+        /// quotes, backslashes and unicode included.
+        fn secret() -> impl Strategy<Value = String> {
+            r#"[A-Za-z0-9\t "\\/+=~.:;,é☃日_-]{9,40}"#
+        }
+
+        /// The ways a coordinator echoes a secret: as sent, trimmed (as the
+        /// header reached it), or inside a JSON string, escaped either way.
+        fn echoed(secret: &str, form: u8) -> Vec<u8> {
+            match form {
+                0 => secret.as_bytes().to_vec(),
+                1 => secret.trim().as_bytes().to_vec(),
+                2 => json_escaped(secret, false).into_bytes(),
+                _ => json_escaped(secret, true).into_bytes(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn no_snippet_contains_a_secret(
+                secret in secret(),
+                other in secret(),
+                prefix in proptest::collection::vec(any::<u8>(), 0..1100),
+                suffix in proptest::collection::vec(any::<u8>(), 0..64),
+                form in 0u8..4,
+                cut in 0usize..1100,
+            ) {
+                let r = Redactor::new([secret.as_str(), other.as_str()]);
+                let mut body = prefix;
+                body.extend(echoed(&secret, form));
+                body.extend(suffix);
+                // As the read leaves it: whole, or cut at any point.
+                let truncated = cut < body.len();
+                body.truncate(cut.max(1).min(body.len()));
+                let shown = r.snippet(&body, truncated);
+                for s in [secret.as_str(), secret.trim()] {
+                    prop_assert!(!shown.contains(s), "{shown:?} shows {s:?}");
+                }
+                prop_assert!(shown.chars().count() <= SNIPPET_CHARS);
+                prop_assert!(!shown.chars().any(char::is_control));
+            }
+
+            #[test]
+            fn a_secret_at_a_truncated_end_leaves_no_start(
+                secret in secret(),
+                filler in "[a-z ]{0,200}",
+                keep in 1usize..40,
+            ) {
+                let r = Redactor::new([secret.as_str()]);
+                let echoed = secret.as_bytes();
+                let keep = keep.min(echoed.len() - 1);
+                let mut body = filler.into_bytes();
+                body.extend_from_slice(&echoed[..keep]);
+                let shown = r.snippet(&body, true);
+                let start = String::from_utf8_lossy(&echoed[..keep]).trim().to_owned();
+                if start.chars().count() >= 2 {
+                    prop_assert!(!shown.ends_with(&start), "{shown:?} ends with {start:?}");
+                }
+            }
+        }
+    }
+}

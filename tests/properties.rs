@@ -1,0 +1,396 @@
+//! Properties that hold for any input a hostile coordinator or a careless
+//! caller can produce: no secret leaves through an error, and no input
+//! panics. Case counts are small so the suite stays fast; the crate-private
+//! parts (the redactor, the `Retry-After` parser) have their own properties
+//! next to the code.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use proptest::prelude::*;
+use quality_gate::breaker::CircuitBreakerConfig;
+use quality_gate::retry::{Backoff, ExponentialBackoff, Jitter};
+use quality_gate::testing::{Reply, TestCoordinator};
+use quality_gate::{Error, QualityCheck, QualityClient, QualityRequest};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// Header-valid secrets of at least 9 characters, without `[` or `]` (so no
+/// secret can be read across or inside `[redacted]`): tabs, quotes,
+/// backslashes and unicode included.
+fn secret() -> impl Strategy<Value = String> {
+    r#"[A-Za-z0-9\t "\\/+=~.:;,é☃日_-]{9,40}"#
+}
+
+/// The secret as a coordinator may echo it: as sent, as the header reached
+/// it (trimmed), or inside a JSON string.
+fn echoed(secret: &str, form: u8) -> Vec<u8> {
+    match form {
+        0 => secret.as_bytes().to_vec(),
+        1 => secret.trim().as_bytes().to_vec(),
+        _ => {
+            let json = serde_json::to_string(secret).unwrap();
+            json.trim_matches('"').as_bytes().to_vec()
+        }
+    }
+}
+
+/// What comes before the echoed secret: any bytes, often just short of the
+/// 256-character snippet cut or the 1024-byte read, so the secret straddles
+/// them.
+fn prefix() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![0usize..16, 240usize..260, 1000usize..1030, 0usize..1100]
+        .prop_flat_map(|len| proptest::collection::vec(any::<u8>(), len))
+}
+
+/// Every text an error offers a caller or a log, its sources' included.
+fn error_texts(err: &Error) -> Vec<String> {
+    let mut texts = vec![
+        err.to_string(),
+        format!("{err:?}"),
+        err.body_snippet().unwrap_or_default().to_owned(),
+    ];
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        texts.push(format!("{e} {e:?}"));
+        source = e.source();
+    }
+    texts
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `cases` cases of `strategy` end to end: each builds a check whose
+/// credential is the case's secret (`x-coordinator-token`, a secret by its
+/// name, or `x-tenant`, marked with `secret_header`), scripts the
+/// coordinator's answer from the case, and asserts that no text of the
+/// error shows the secret.
+fn assert_no_error_shows_the_secret<S: Strategy>(
+    cases: u32,
+    strategy: S,
+    case: impl Fn(&S::Value) -> (String, Reply),
+) {
+    let rt = runtime();
+    let coordinator = rt.block_on(TestCoordinator::start());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&strategy, |value| {
+            let (secret, reply) = case(&value);
+            let check = QualityCheck::builder(coordinator.url())
+                .header("x-coordinator-token", secret.as_str())
+                .secret_header("x-tenant", format!("t-{secret}"))
+                .build()
+                .unwrap();
+            coordinator.push(reply);
+            let err = rt
+                .block_on(check.oneshot(QualityRequest::new("t", "a")))
+                .unwrap_err();
+            for text in error_texts(&err) {
+                for shown in [secret.as_str(), secret.trim()] {
+                    prop_assert!(!text.contains(shown), "{:?} shows {:?}", text, shown);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// End to end on 127.0.0.1: whatever the coordinator's error body, and
+/// wherever in it a secret header's value is echoed (before, across or after
+/// the 256-character snippet cut and the 1024-byte read), no error text
+/// shows the value.
+#[test]
+fn no_error_text_shows_a_secret_echoed_in_an_error_body() {
+    let strategy = (
+        secret(),
+        prefix(),
+        "[a-z ]{0,64}",
+        0u8..3,
+        prop_oneof![Just(400u16), Just(429), Just(500), Just(503)],
+    );
+    assert_no_error_shows_the_secret(24, strategy, |(secret, prefix, suffix, form, status)| {
+        let mut body = prefix.clone();
+        body.extend(echoed(secret, *form));
+        body.extend(suffix.as_bytes());
+        (secret.clone(), Reply::raw(*status, "text/plain", body))
+    });
+}
+
+/// End to end: a 200 whose JSON puts the secret where a verdict cannot have
+/// it (a string for `approved`, a number for `gate`, a bare word) is an
+/// invalid response whose error, source included, does not quote it.
+#[test]
+fn no_error_text_shows_a_secret_in_an_invalid_verdict() {
+    // Characters serde would quote unescaped, so a quoted secret is seen.
+    let strategy = ("[A-Za-z0-9é☃日_.~-]{9,40}", 0u8..4);
+    assert_no_error_shows_the_secret(16, strategy, |(secret, shape)| {
+        let quoted = serde_json::to_string(secret).unwrap();
+        let body = match shape {
+            0 => format!(r#"{{"approved":{quoted},"gate":"g"}}"#),
+            1 => format!(r#"{{"approved":true,"gate":{{"name":{quoted}}}}}"#),
+            2 => format!(r#"{{"approved":true,"gate":"g","details":{quoted}}}"#),
+            _ => format!(r#"{{"approved":true,"gate":{secret}}}"#),
+        };
+        (secret.clone(), Reply::raw(200, "application/json", body))
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any base URL: `build()` never panics, and neither its error nor the
+    /// builder's `Debug` shows the user info, whatever `#`, `?`, `/`, `:` or
+    /// `@` it holds.
+    #[test]
+    fn no_base_url_panics_or_shows_its_user_info(
+        scheme in prop_oneof![Just("http://"), Just("https://"), Just("ftp://"), Just(""), Just("http:/")],
+        user in "Us[A-Za-z0-9#?/:%@._~!$&'()*+,;=-]{3,12}",
+        password in "Pw[A-Za-z0-9#?/:%@._~!$&'()*+,;=-]{3,12}",
+        host in "[a-z0-9.\\[\\]:-]{0,20}",
+        rest in "[ -~]{0,20}",
+    ) {
+        let url = format!("{scheme}{user}:{password}@{host}{rest}");
+        let builder = QualityCheck::builder(url.as_str());
+        let debug = format!("{builder:?}");
+        prop_assert!(!debug.contains(&user) && !debug.contains(&password), "{}", debug);
+        if let Err(err) = builder.build() {
+            prop_assert!(err.is_config());
+            let text = format!("{err} {err:?}");
+            prop_assert!(!text.contains(&user), "{:?} shows {:?}", text, user);
+            prop_assert!(!text.contains(&password), "{:?} shows {:?}", text, password);
+        }
+    }
+
+    /// Any string at all as a base URL: an answer, never a panic.
+    #[test]
+    fn any_base_url_builds_or_fails_cleanly(url in prop_oneof![
+        any::<String>(),
+        "(http|https|HTTP)://[\\[\\]:@a-z0-9.%/?#é -]{0,30}",
+    ]) {
+        let _ = QualityCheck::builder(url).build();
+    }
+
+    /// Any backoff settings: a wait of at most the cap, never a panic.
+    #[test]
+    fn any_backoff_is_bounded(
+        initial in any::<(u64, u32)>(),
+        max in any::<(u64, u32)>(),
+        multiplier in any::<f64>(),
+        retry in any::<u32>(),
+        jitter in prop_oneof![Just(Jitter::Full), Just(Jitter::Equal), Just(Jitter::None)],
+    ) {
+        let duration = |(secs, nanos): (u64, u32)| Duration::new(secs, nanos % 1_000_000_000);
+        let b = ExponentialBackoff::new(duration(initial))
+            .max_delay(duration(max))
+            .multiplier(multiplier)
+            .jitter(jitter);
+        prop_assert!(b.delay(retry) <= duration(max));
+        prop_assert!(b.base_delay(retry) <= duration(max));
+    }
+}
+
+/// A 429 or 503 asking for more seconds than a `u64` holds asks for "beyond
+/// the cap": the call fails at once instead of retrying at once.
+#[tokio::test(start_paused = true)]
+async fn an_enormous_retry_after_fails_fast() {
+    let coordinator = TestCoordinator::start().await;
+    for status in [429, 503] {
+        coordinator.reset();
+        coordinator.always(Reply::status(status).retry_after("184467440737095516160000"));
+        let client = QualityClient::new(coordinator.url()).unwrap();
+        let start = Instant::now();
+        let err = client
+            .check(QualityRequest::new("t", "a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::from_u16(status).ok());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(coordinator.hits(), 1, "{status}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "{status}");
+    }
+}
+
+/// `Retry-After` on another status is ignored: the retry waits the backoff.
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_a_500_is_ignored() {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.push(Reply::status(500).retry_after("5"));
+    let client = QualityClient::builder(coordinator.url())
+        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    assert!(
+        client
+            .check(QualityRequest::new("t", "a"))
+            .await
+            .unwrap()
+            .approved
+    );
+    assert_eq!(coordinator.hits(), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+
+    coordinator.push(Reply::status(500).retry_after("5"));
+    let err = QualityCheck::new(coordinator.url())
+        .unwrap()
+        .oneshot(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(err.retry_after(), None);
+}
+
+/// A breaker whose cooldown is `Duration::MAX` opens (for good) instead of
+/// panicking on `now + cooldown`.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_with_an_endless_cooldown_stays_open() {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.always(Reply::status(500));
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .circuit_breaker(
+            CircuitBreakerConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::MAX),
+        )
+        .build()
+        .unwrap();
+    let err = client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    let err = client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+    assert!(err.is_circuit_open(), "{err:?}");
+    assert_eq!(coordinator.hits(), 1);
+}
+
+type Setting = fn(quality_gate::QualityCheckBuilder) -> quality_gate::QualityCheckBuilder;
+
+/// Absurd settings are configuration errors at build time, named.
+#[test]
+fn absurd_settings_are_refused_at_build_time() {
+    let url = "http://127.0.0.1:8000";
+    let cases: [(Setting, &str); 6] = [
+        (|b| b.body_limit(0), "body limit"),
+        (|b| b.health_timeout(Duration::ZERO), "health timeout"),
+        (|b| b.health_timeout(Duration::MAX), "health timeout"),
+        (
+            |b| b.connect_timeout(Some(Duration::ZERO)),
+            "connect timeout",
+        ),
+        (
+            |b| b.connect_timeout(Some(Duration::MAX)),
+            "connect timeout",
+        ),
+        (
+            |b| b.pool_idle_timeout(Some(Duration::MAX)),
+            "pool idle timeout",
+        ),
+    ];
+    for (set, named) in cases {
+        let err = set(QualityCheck::builder(url)).build().unwrap_err();
+        assert!(err.is_config(), "{named}: {err:?}");
+        assert!(err.to_string().contains(named), "{named}: {err}");
+    }
+    assert!(QualityCheck::builder(url)
+        .connect_timeout(None)
+        .pool_idle_timeout(Some(Duration::ZERO))
+        .build()
+        .is_ok());
+}
+
+/// Headers the client sets itself are configuration errors naming the
+/// header, never its value.
+#[test]
+fn reserved_headers_are_refused_by_name() {
+    let url = "http://127.0.0.1:8000";
+    for name in [
+        "content-length",
+        "Host",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "content-type",
+        "user-agent",
+        "x-request-id",
+    ] {
+        let err = QualityCheck::builder(url)
+            .header(name, "VALUE-1")
+            .build()
+            .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(err.is_config(), "{name}");
+        assert!(text.contains(&name.to_ascii_lowercase()), "{text}");
+        assert!(!text.contains("VALUE-1"), "{text}");
+    }
+    let with_token = QualityCheck::builder(url)
+        .bearer_token("t")
+        .header("authorization", "Bearer VALUE-2")
+        .build()
+        .unwrap_err();
+    assert!(with_token.to_string().contains("authorization"));
+    let with_key = QualityCheck::builder(url)
+        .api_key("k")
+        .secret_header("X-API-Key", "VALUE-3")
+        .build()
+        .unwrap_err();
+    assert!(with_key.to_string().contains("x-api-key"));
+    let custom_id = QualityCheck::builder(url)
+        .request_id_header(Some("idempotency-key"))
+        .header("idempotency-key", "VALUE-4")
+        .build()
+        .unwrap_err();
+    assert!(custom_id.to_string().contains("idempotency-key"));
+    // Alone, each is an ordinary (secret) header.
+    assert!(QualityCheck::builder(url)
+        .header("authorization", "Bearer x")
+        .header("x-api-key", "k")
+        .build()
+        .is_ok());
+    assert!(QualityCheck::builder(url)
+        .request_id_header(Some("content-length"))
+        .build()
+        .unwrap_err()
+        .is_config());
+}
+
+/// A custom backoff may ask for `Duration::MAX`: the wait passes any
+/// deadline, so the call fails at once with the last error.
+#[tokio::test(start_paused = true)]
+async fn a_backoff_of_duration_max_fails_fast() {
+    #[derive(Debug)]
+    struct Forever;
+
+    impl Backoff for Forever {
+        fn delay(&self, _retry: u32) -> Duration {
+            Duration::MAX
+        }
+    }
+
+    let coordinator = TestCoordinator::start().await;
+    // A slow answer, so that the time already spent is not zero.
+    coordinator.always(Reply::status(500).delay(Duration::from_millis(10)));
+    let client = QualityClient::builder(coordinator.url())
+        .backoff(Forever)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(coordinator.hits(), 1);
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+}
