@@ -367,6 +367,7 @@ impl Error {
     /// circuit.
     pub fn is_retryable(&self) -> bool {
         match &self.inner.kind {
+            Kind::Connect | Kind::Transport if self.is_tls() => false,
             Kind::Connect | Kind::Transport | Kind::Timeout(_) => true,
             Kind::Status { status, .. } => {
                 status.is_server_error()
@@ -381,6 +382,24 @@ impl Error {
             | Kind::NotReady
             | Kind::Other => false,
         }
+    }
+}
+
+// ===== TLS failures (network) =====
+
+impl Error {
+    /// True when a TLS handshake with the coordinator failed: its
+    /// certificate was refused (unknown issuer, wrong name, expired), it
+    /// refused the client's certificate, or the two sides share no protocol.
+    /// Such an error is a connect or transport error that is not retried;
+    /// [`tls_failure`](Self::tls_failure) says which, and `Display` says why.
+    pub fn is_tls(&self) -> bool {
+        self.tls_failure().is_some()
+    }
+
+    /// What failed in the TLS handshake, if this is a TLS failure.
+    pub fn tls_failure(&self) -> Option<crate::tls::TlsFailure> {
+        crate::tls::failure(self.inner.source.as_deref()?)
     }
 }
 
@@ -413,8 +432,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner.kind {
             Kind::Config(msg) => write!(f, "invalid configuration: {msg}"),
-            Kind::Connect => f.write_str("could not connect to the coordinator"),
-            Kind::Transport => f.write_str("connection to the coordinator failed"),
+            Kind::Connect => {
+                f.write_str("could not connect to the coordinator")?;
+                crate::tls::fmt_failure(self.source(), f)
+            }
+            Kind::Transport => {
+                f.write_str("connection to the coordinator failed")?;
+                crate::tls::fmt_failure(self.source(), f)
+            }
             Kind::Timeout(TimeoutKind::Attempt) => f.write_str("attempt timed out"),
             Kind::Timeout(TimeoutKind::Total) => f.write_str("quality check passed its deadline"),
             Kind::Timeout(TimeoutKind::Health) => f.write_str("health check timed out"),

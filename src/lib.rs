@@ -35,12 +35,16 @@
 pub mod breaker;
 mod check;
 mod client;
+mod env;
 mod error;
 pub mod gate;
+mod http2;
+mod proxy;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod tls;
 mod verdict;
 mod wire;
 
@@ -54,7 +58,9 @@ pub use crate::client::{
     DEFAULT_REPLICA_EJECTION, DEFAULT_TOTAL_TIMEOUT,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
+pub use crate::proxy::Proxy;
 pub use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
+pub use crate::tls::TlsFailure;
 pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};
 

@@ -231,7 +231,7 @@ impl fmt::Debug for ResponseFuture {
 pub(super) fn classify(err: legacy::Error, ticket: u64) -> Error {
     if err.is_connect() {
         Error::connect(err)
-    } else if lost_on_pooled_connection(&err, ticket) {
+    } else if lost_on_pooled_connection(&err, ticket) || crate::http2::unprocessed_h2(&err) {
         Error::transport(err).lost_on_pooled_connection()
     } else {
         Error::transport(err)

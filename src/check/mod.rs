@@ -16,7 +16,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
-pub(crate) use self::builder::env_url;
 pub use self::builder::{
     QualityCheckBuilder, COORDINATOR_URL_ENV, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_COORDINATOR_URL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,

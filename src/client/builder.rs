@@ -83,12 +83,6 @@ impl ClientBuilder {
         }
     }
 
-    /// A builder for the coordinator named by `COORDINATOR_URL`, or
-    /// `http://127.0.0.1:8000` when it is unset.
-    pub fn from_env() -> Result<Self, Error> {
-        Ok(ClientBuilder::new(crate::check::env_url()?))
-    }
-
     // ----- the call -----
 
     /// Replaces the options of the underlying [`QualityCheck`] (URL, body
