@@ -78,7 +78,9 @@ impl Proxy {
     /// Hosts reached directly, not through the proxy: a comma-separated
     /// list of host names (a name also matches its subdomains; a leading
     /// dot is optional), IP addresses, CIDR ranges, or `*` for all, as
-    /// curl's `NO_PROXY`. It matches hosts only, never `host:port`.
+    /// curl's `NO_PROXY`. It matches hosts only, never `host:port`. It
+    /// replaces any `NO_PROXY` read by [`from_vars`](Self::from_vars), and
+    /// does nothing on [`Proxy::none`].
     pub fn no_proxy(mut self, hosts: impl Into<String>) -> Proxy {
         if let Some(vars) = &mut self.vars {
             vars.no = hosts.into();
@@ -139,17 +141,17 @@ impl Proxy {
         let Some(vars) = &self.vars else {
             return Ok(None);
         };
-        let mut builder = Matcher::builder().no(vars.no.clone());
-        for (slot, name) in [(&vars.all, 0), (&vars.http, 1), (&vars.https, 2)] {
-            if let Some((var, Secret(url))) = slot {
-                check_url(var, url)?;
-                builder = match name {
-                    0 => builder.all(url.clone()),
-                    1 => builder.http(url.clone()),
-                    _ => builder.https(url.clone()),
-                };
+        let url = |slot: &Option<(&'static str, Secret)>| -> Result<String, Error> {
+            match slot {
+                Some((var, Secret(url))) => check_url(var, url).map(|()| url.clone()),
+                None => Ok(String::new()),
             }
-        }
+        };
+        let builder = Matcher::builder()
+            .all(url(&vars.all)?)
+            .http(url(&vars.http)?)
+            .https(url(&vars.https)?)
+            .no(vars.no.clone());
         Ok(Some(builder.build()))
     }
 }

@@ -271,3 +271,51 @@ pub(crate) fn client_config(
     config.alpn_protocols = alpn(http2);
     Ok(Arc::new(config))
 }
+
+#[cfg(all(test, feature = "rustls"))]
+mod tests {
+    use std::io;
+
+    use rustls::{AlertDescription, CertificateError};
+
+    use super::*;
+
+    /// As hyper-rustls hands a handshake failure on: tokio-rustls's
+    /// `io::Error`, wrapped in another.
+    fn wrapped(err: rustls::Error) -> io::Error {
+        io::Error::other(io::Error::new(io::ErrorKind::InvalidData, err))
+    }
+
+    #[test]
+    fn failures_are_found_inside_io_errors_and_classified() {
+        for (err, want) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsFailure::UnknownIssuer,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsFailure::NameMismatch,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsFailure::Expired,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Revoked),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                TlsFailure::ClientCertificateRefused,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+                TlsFailure::Handshake,
+            ),
+        ] {
+            assert_eq!(failure(&wrapped(err)), Some(want));
+        }
+        assert_eq!(failure(&io::Error::other("refused")), None);
+    }
+}

@@ -231,3 +231,31 @@ impl Write for Conn {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_bounds_a_connection_that_never_completes() {
+        let never = tower::service_fn(|_: Uri| std::future::pending::<Result<(), BoxError>>());
+        let mut timed = Timed {
+            inner: never,
+            timeout: Some(Duration::from_millis(3100)),
+        };
+        let started = tokio::time::Instant::now();
+        let err = timed
+            .call(Uri::from_static("https://c.example/"))
+            .await
+            .unwrap_err();
+        assert!(err.is::<ConnectTimeout>(), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(3100));
+
+        let ready = tower::service_fn(|_: Uri| async { Ok::<_, BoxError>(7) });
+        let mut timed = Timed {
+            inner: ready,
+            timeout: Some(Duration::from_millis(1)),
+        };
+        assert_eq!(timed.call(Uri::from_static("https://c/")).await.unwrap(), 7);
+    }
+}
