@@ -55,6 +55,8 @@ struct Vars {
     http: Option<(&'static str, Secret)>,
     https: Option<(&'static str, Secret)>,
     no: String,
+    /// Loopback hosts bypass the proxy (environment proxies only).
+    loopback_direct: bool,
 }
 
 // ===== impl Proxy =====
@@ -102,6 +104,12 @@ impl Proxy {
     /// (`REQUEST_METHOD` set), where `HTTP_PROXY` is a request header an
     /// attacker chooses.
     ///
+    /// Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) are always reached
+    /// directly, as Go's `net/http` does: a proxy set for the whole machine
+    /// cannot reach this host's loopback, and the default coordinator is
+    /// `http://127.0.0.1:8000`. Use [`Proxy::url`] to send loopback calls
+    /// through a proxy anyway.
+    ///
     /// ```
     /// use quality_gate::Proxy;
     ///
@@ -129,6 +137,7 @@ impl Proxy {
             no: first(["NO_PROXY", "no_proxy"])
                 .map(|(_, v)| v.0)
                 .unwrap_or_default(),
+            loopback_direct: true,
         };
         let any = vars.all.is_some() || vars.http.is_some() || vars.https.is_some();
         Proxy {
@@ -151,10 +160,17 @@ impl Proxy {
             .all(url(&vars.all)?)
             .http(url(&vars.http)?)
             .https(url(&vars.https)?)
-            .no(vars.no.clone());
+            .no(if vars.loopback_direct {
+                format!("{},{LOOPBACK}", vars.no)
+            } else {
+                vars.no.clone()
+            });
         Ok(Some(builder.build()))
     }
 }
+
+/// The hosts environment proxies never apply to.
+const LOOPBACK: &str = "localhost,127.0.0.0/8,::1";
 
 /// The `Proxy-Authorization` value to send with each request when `uri`
 /// goes through a forward proxy that has credentials; `https` URIs go
@@ -268,6 +284,16 @@ mod tests {
         .unwrap()
         .unwrap();
         let hit = m.intercept(&Uri::from_static("http://c.example/")).unwrap();
+        for loopback in [
+            "http://localhost:8000/",
+            "http://127.0.0.1:8000/",
+            "http://[::1]:8000/",
+        ] {
+            assert!(
+                m.intercept(&Uri::from_static(loopback)).is_none(),
+                "{loopback}"
+            );
+        }
         assert_eq!(hit.uri().host(), Some("upper"));
         assert!(m
             .intercept(&Uri::from_static("https://c.example/"))

@@ -128,8 +128,10 @@ fn the_strict_variant_needs_a_url_and_the_lenient_one_falls_back() {
 async fn proxy_variables_route_the_calls() {
     let coordinator = TestCoordinator::start().await;
     let proxy = TestProxy::start(ProxyMode::Serve).await;
+    // Only the proxy resolves `coordinator.test` (loopback would bypass it).
+    let url = format!("http://coordinator.test:{}", coordinator.addr().port());
     let client = from(&[
-        ("COORDINATOR_URL", &coordinator.url()),
+        ("COORDINATOR_URL", &url),
         ("http_proxy", &proxy.url(Some("ops:s3cret"))),
     ])
     .unwrap()
@@ -140,7 +142,7 @@ async fn proxy_variables_route_the_calls() {
     assert_eq!(records.len(), 1);
     assert!(records[0]
         .request_line
-        .starts_with("POST http://127.0.0.1:"));
+        .starts_with("POST http://coordinator.test:"));
     assert!(records[0].authorization.is_some());
     assert!(!format!("{client:?}").contains("s3cret"));
 }

@@ -52,32 +52,65 @@ async fn http_goes_through_a_forward_proxy_with_its_credentials() {
 }
 
 #[tokio::test]
-async fn no_proxy_hosts_are_reached_directly() {
+async fn environment_proxies_apply_to_named_hosts_but_not_no_proxy_or_loopback() {
     let coordinator = TestCoordinator::start().await;
     let proxy = TestProxy::start(ProxyMode::Serve).await;
-    for no_proxy in ["NO_PROXY", "no_proxy"] {
-        let env = vars(&[
-            ("http_proxy", proxy.url(None)),
-            (no_proxy, "localhost, 127.0.0.0/8".to_owned()),
-        ]);
-        let client = QualityClient::builder(coordinator.url())
-            .check(|c| c.proxy(Proxy::from_vars(env)))
+    let port = coordinator.addr().port();
+    let named = format!("http://coordinator.test:{port}");
+    let call = |url: String, env: Vec<(&'static str, String)>| async move {
+        let client = QualityClient::builder(url)
+            .attempts(1)
+            .check(|c| {
+                c.proxy(Proxy::from_vars(vars(&env)))
+                    .connect_timeout(Some(std::time::Duration::from_secs(2)))
+            })
             .build()
             .unwrap();
-        client.check(QualityRequest::new("t", "a")).await.unwrap();
-    }
-    assert!(proxy.records().is_empty(), "{:?}", proxy.records());
-    assert_eq!(coordinator.hits(), 2);
+        client.check(QualityRequest::new("t", "a")).await
+    };
 
-    // Without NO_PROXY, the lower-case variable alone routes through it.
-    let env = vars(&[("http_proxy", proxy.url(None))]);
+    // Only the proxy can resolve `coordinator.test`: the lower-case
+    // variable routes the call through it.
+    call(named.clone(), vec![("http_proxy", proxy.url(None))])
+        .await
+        .unwrap();
+    let records = proxy.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].request_line,
+        format!("POST {named}/api/quality/check HTTP/1.1")
+    );
+    assert_eq!(records[0].authorization, None);
+
+    // Listed in NO_PROXY (either case), the host is looked up directly,
+    // which fails, and the proxy sees nothing.
+    for no_proxy in ["NO_PROXY", "no_proxy"] {
+        let env = vec![
+            ("HTTP_PROXY", proxy.url(None)),
+            (no_proxy, "other.example, .test".to_owned()),
+        ];
+        let err = call(named.clone(), env).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+    }
+    // Loopback is always direct with environment proxies.
+    call(coordinator.url(), vec![("HTTP_PROXY", proxy.url(None))])
+        .await
+        .unwrap();
+    assert_eq!(proxy.records().len(), 1);
+    assert_eq!(coordinator.hits(), 2);
+}
+
+#[tokio::test]
+async fn an_explicit_proxy_skips_its_no_proxy_hosts() {
+    let coordinator = TestCoordinator::start().await;
+    let proxy = TestProxy::start(ProxyMode::Serve).await;
     let client = QualityClient::builder(coordinator.url())
-        .check(|c| c.proxy(Proxy::from_vars(env)))
+        .check(|c| c.proxy(Proxy::url(proxy.url(None)).no_proxy("localhost, 127.0.0.0/8")))
         .build()
         .unwrap();
     client.check(QualityRequest::new("t", "a")).await.unwrap();
-    assert_eq!(proxy.records().len(), 1);
-    assert_eq!(proxy.records()[0].authorization, None);
+    assert!(proxy.records().is_empty(), "{:?}", proxy.records());
+    assert_eq!(coordinator.hits(), 1);
 }
 
 #[tokio::test]
@@ -141,13 +174,15 @@ mod https {
     #[tokio::test]
     async fn https_goes_through_a_connect_tunnel() {
         let ca = Ca::new();
-        let leaf = ca.leaf(&["localhost"]);
+        let leaf = ca.leaf(&["coordinator.test"]);
         let coordinator =
             TlsCoordinator::start(server_config(&leaf, &[b"h2", b"http/1.1"], None)).await;
         let proxy = TestProxy::start(ProxyMode::Serve).await;
+        // Only the proxy resolves the name; TLS checks it end to end.
+        let url = format!("https://coordinator.test:{}", coordinator.port);
 
         let env = vars(&[("HTTPS_PROXY", proxy.url(Some("ops:s3cret")))]);
-        let check = trusting(&coordinator.url, &ca, Proxy::from_vars(env))
+        let check = trusting(&url, &ca, Proxy::from_vars(env))
             .http2(true)
             .build()
             .unwrap();
@@ -164,7 +199,7 @@ mod https {
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(
             records[0].request_line,
-            format!("CONNECT localhost:{} HTTP/1.1", coordinator.port)
+            format!("CONNECT coordinator.test:{} HTTP/1.1", coordinator.port)
         );
         assert_eq!(records[0].authorization.as_deref(), Some(BASIC_OPS));
         assert_eq!(coordinator.versions(), [http::Version::HTTP_2; 2]);
