@@ -12,6 +12,9 @@
 //! - [`QualityClient`]: the default stack — concurrency limit, overall
 //!   deadline, [`RetryPolicy`](retry::RetryPolicy), per-attempt timeout.
 //! - [`retry`]: the policy, its backoff and its budget, to reuse or replace.
+//! - Networks: [`Proxy`], TLS options on [`QualityCheckBuilder`] (feature
+//!   `rustls`) with [`TlsFailure`] errors, HTTP/2 keep-alive, and
+//!   [`ClientBuilder::from_env`] for configuration from the environment.
 //!
 //! ```no_run
 //! use quality_gate::{QualityClient, QualityRequest};

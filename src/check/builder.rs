@@ -313,10 +313,14 @@ impl QualityCheckBuilder {
     ///
     /// It uses `rustls-native-certs` rather than `rustls-platform-verifier`:
     /// the OS roots then join the Mozilla roots and any private CA in one
-    /// root store that works alike on every platform and in containers
-    /// (it honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), and composes with a
-    /// client certificate, where the platform verifier replaces rustls's
-    /// verifier as a whole. Combine with `builtin_roots(false)` to trust the
+    /// rustls root store, verified by the same webpki code on every
+    /// platform, so what the tests check is what runs in production; it
+    /// honours `SSL_CERT_FILE` and `SSL_CERT_DIR`, which is how containers
+    /// and meshes hand out their CA; and it is one small crate, where the
+    /// platform verifier brings each OS's native verification stack. The
+    /// cost: no OS-specific policy such as revocation checks on macOS and
+    /// Windows (use [`tls_config`](Self::tls_config) with the platform
+    /// verifier for that). Combine with `builtin_roots(false)` to trust the
     /// OS store instead of the Mozilla roots. An OS store that yields no
     /// certificate is a configuration error.
     #[cfg(feature = "native-roots")]
