@@ -39,6 +39,8 @@ struct Inner {
     attempts: u32,
     /// The id of the call that failed, when a client gave it one.
     request_id: Option<http::HeaderValue>,
+    /// The coordinator provably did not process the request.
+    unprocessed: bool,
 }
 
 #[derive(Debug)]
@@ -165,6 +167,7 @@ impl Error {
                 source,
                 attempts: 0,
                 request_id: None,
+                unprocessed: false,
             }),
         }
     }
@@ -389,6 +392,20 @@ impl Error {
         self
     }
 
+    pub(crate) fn unprocessed(mut self) -> Error {
+        self.inner.unprocessed = true;
+        self
+    }
+
+    /// True when the coordinator provably did not process the request: it
+    /// refused the HTTP/2 stream (`REFUSED_STREAM`) or closed the connection
+    /// with a `GOAWAY` below it (RFC 9113 §8.7). The retry policy resends
+    /// such a request at once, once per call, without counting an attempt
+    /// or spending the budget: no other failure is resent for free.
+    pub fn is_unprocessed(&self) -> bool {
+        self.inner.unprocessed
+    }
+
     /// Sets the source (the cause) of an error that has none.
     pub(crate) fn caused_by(mut self, cause: Option<Error>) -> Error {
         if self.inner.source.is_none() {
@@ -408,6 +425,7 @@ impl Error {
     /// circuit.
     pub fn is_retryable(&self) -> bool {
         match &self.inner.kind {
+            Kind::Connect | Kind::Transport if self.is_tls() => false,
             Kind::Connect | Kind::Transport | Kind::Timeout(_) => true,
             Kind::Status { status, .. } => {
                 status.is_server_error()
@@ -422,6 +440,24 @@ impl Error {
             | Kind::NotReady
             | Kind::Other => false,
         }
+    }
+}
+
+// ===== TLS failures (network) =====
+
+impl Error {
+    /// True when a TLS handshake with the coordinator failed: its
+    /// certificate was refused (unknown issuer, wrong name, expired), it
+    /// refused the client's certificate, or the two sides share no protocol.
+    /// Such an error is a connect or transport error that is not retried;
+    /// [`tls_failure`](Self::tls_failure) says which, and `Display` says why.
+    pub fn is_tls(&self) -> bool {
+        self.tls_failure().is_some()
+    }
+
+    /// What failed in the TLS handshake, if this is a TLS failure.
+    pub fn tls_failure(&self) -> Option<crate::tls::TlsFailure> {
+        crate::tls::failure(self.inner.source.as_deref()?)
     }
 }
 
@@ -443,6 +479,9 @@ impl fmt::Debug for Error {
         if let Some(id) = self.request_id() {
             d.field("request_id", &id);
         }
+        if self.inner.unprocessed {
+            d.field("unprocessed", &true);
+        }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
@@ -454,8 +493,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner.kind {
             Kind::Config(msg) => write!(f, "invalid configuration: {msg}"),
-            Kind::Connect => f.write_str("could not connect to the coordinator"),
-            Kind::Transport => f.write_str("connection to the coordinator failed"),
+            Kind::Connect => {
+                f.write_str("could not connect to the coordinator")?;
+                crate::tls::fmt_failure(self.source(), f)
+            }
+            Kind::Transport => {
+                f.write_str("connection to the coordinator failed")?;
+                crate::tls::fmt_failure(self.source(), f)
+            }
             Kind::Timeout(TimeoutKind::Attempt) => f.write_str("attempt timed out"),
             Kind::Timeout(TimeoutKind::Total) => f.write_str("quality check passed its deadline"),
             Kind::Timeout(TimeoutKind::Health) => f.write_str("health check timed out"),

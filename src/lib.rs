@@ -12,6 +12,9 @@
 //! - [`QualityClient`]: the default stack — concurrency limit, overall
 //!   deadline, [`RetryPolicy`](retry::RetryPolicy), per-attempt timeout.
 //! - [`retry`]: the policy, its backoff and its budget, to reuse or replace.
+//! - Networks: [`Proxy`], TLS options on [`QualityCheckBuilder`] (feature
+//!   `rustls`) with [`TlsFailure`] errors, HTTP/2 keep-alive, and
+//!   [`ClientBuilder::from_env`] for configuration from the environment.
 //!
 //! ```no_run
 //! use quality_gate::{QualityClient, QualityRequest};
@@ -37,8 +40,11 @@ pub mod call;
 pub mod check;
 pub mod classify;
 pub mod client;
+mod env;
 mod error;
 pub mod gate;
+mod http2;
+mod proxy;
 mod redact;
 mod request_id;
 pub mod retry;
@@ -47,6 +53,7 @@ pub mod retry;
 pub mod testing;
 mod time;
 pub mod timeout;
+mod tls;
 mod trace;
 mod verdict;
 mod wire;
@@ -55,5 +62,7 @@ pub use crate::check::QualityCheck;
 pub use crate::check::QualityCheckBuilder;
 pub use crate::client::{AttemptTarget, ClientBuilder, Hedging, QualityClient};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutKind};
+pub use crate::proxy::Proxy;
+pub use crate::tls::TlsFailure;
 pub use crate::verdict::{AiReview, Verdict};
 pub use crate::wire::{QualityRequest, QualityResponse};

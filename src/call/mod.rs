@@ -181,6 +181,15 @@ impl Call {
         self.inner.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Takes back the count of an attempt the coordinator provably never
+    /// processed.
+    pub(crate) fn uncount_attempt(&self) {
+        let _ = self
+            .inner
+            .attempts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Keeps the error of an attempt that is being retried.
     pub(crate) fn keep_error(&self, error: Error) {
         *lock(&self.inner.last_error) = Some(error);

@@ -27,6 +27,9 @@ pub(crate) const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default timeout of [`QualityCheck::health`]: 2 s. A health endpoint
 /// that takes longer is as good as down for a readiness probe.
 pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an HTTP/2 keep-alive ping waits for its answer: 20 s, hyper's
+/// own default.
+const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The coordinator URL used when `COORDINATOR_URL` is unset: the
 /// coordinator's conventional port on this host.
 pub(crate) const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
@@ -91,6 +94,10 @@ pub struct QualityCheckBuilder {
     health_timeout: Duration,
     request_id_header: Option<String>,
     tls: Tls,
+    proxy: crate::Proxy,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
+    http2_keep_alive_while_idle: bool,
 }
 
 impl QualityCheckBuilder {
@@ -109,6 +116,10 @@ impl QualityCheckBuilder {
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             request_id_header: Some(DEFAULT_REQUEST_ID_HEADER.to_owned()),
             tls: Tls::default(),
+            proxy: crate::Proxy::none(),
+            http2_keep_alive_interval: None,
+            http2_keep_alive_timeout: DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT,
+            http2_keep_alive_while_idle: false,
         }
     }
 
@@ -200,15 +211,19 @@ impl QualityCheckBuilder {
         self
     }
 
-    /// Speaks HTTP/2 with prior knowledge instead of HTTP/1.1 (default off:
-    /// most coordinators are plain HTTP/1.1 servers).
+    /// Allows HTTP/2 (default off: most coordinators are plain HTTP/1.1
+    /// servers). On `http://` coordinators it speaks HTTP/2 with prior
+    /// knowledge; on `https://` ones it offers `h2` by ALPN and speaks
+    /// whichever protocol the coordinator picks.
     pub fn http2(mut self, enabled: bool) -> Self {
         self.http2 = enabled;
         self
     }
 
-    /// How long to wait for a TCP connection (default 3.1 s); `None` waits
-    /// until an outer timeout fires.
+    /// How long to wait for a usable connection: TCP, any proxy tunnel and
+    /// the TLS handshake together (default 3.1 s). Passing it is a connect
+    /// error ([`Error::is_connect`]). `None` waits until an outer timeout
+    /// fires.
     ///
     /// Zero, or more than a day, is a configuration error at build time.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -285,14 +300,25 @@ impl QualityCheckBuilder {
     /// Must be called inside a Tokio runtime only if the service is then
     /// used there; building itself spawns nothing.
     pub fn build(self) -> Result<QualityCheck, Error> {
-        let config = self.config()?;
-        let http = connector::connector(self.connect_timeout, self.http2, &self.tls)?;
+        let proxy = self.proxy.matcher()?;
+        let (_, check_uri, _) = config::endpoints(&self.base_url)?;
+        // A forward proxy's credentials ride on every request: a secret too.
+        let auth = crate::proxy::forward_auth(proxy.as_ref(), &check_uri);
+        let mut config = self.config(auth.as_ref().and_then(|a| a.to_str().ok()))?;
+        if let Some(auth) = auth {
+            config.headers.insert(header::PROXY_AUTHORIZATION, auth);
+        }
+        let https = config.base.scheme_str() == Some("https");
+        let http = connector::connector(self.connect_timeout, self.http2, &self.tls, proxy)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .http2_only(self.http2)
+            .http2_only(self.http2 && !https)
+            .http2_keep_alive_interval(self.http2_keep_alive_interval)
+            .http2_keep_alive_timeout(self.http2_keep_alive_timeout)
+            .http2_keep_alive_while_idle(self.http2_keep_alive_while_idle)
             .build(http);
         Ok(QualityCheck {
             client: Arc::new(client),
@@ -300,11 +326,12 @@ impl QualityCheckBuilder {
         })
     }
 
-    fn config(&self) -> Result<Config, Error> {
+    fn config(&self, proxy_auth: Option<&str>) -> Result<Config, Error> {
         let (base, check_uri, health_uri) = config::endpoints(&self.base_url)?;
         self.check_limits()?;
         let mut headers = HeaderMap::new();
         let mut secrets: Vec<&str> = Vec::new();
+        secrets.extend(proxy_auth.into_iter().flat_map(secret_parts));
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -362,6 +389,125 @@ impl QualityCheckBuilder {
         })
     }
 
+    // ----- networks: TLS, proxies, HTTP/2 keep-alive -----
+
+    /// Trusts every certificate of this PEM bundle (`-----BEGIN
+    /// CERTIFICATE-----` blocks) for `https` coordinators, on top of the
+    /// other roots (feature `rustls`): the usual way to trust a private CA.
+    /// A bundle with no certificate, or an unreadable one, is a
+    /// configuration error at build time.
+    ///
+    /// ```
+    /// let ca = rcgen::generate_simple_self_signed(vec!["ca.internal".to_owned()]).unwrap();
+    /// let check = quality_gate::QualityCheck::builder("https://coordinator.internal")
+    ///     .add_root_certificate_pem(ca.cert.pem())
+    ///     .builtin_roots(false)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = check;
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls.pem_roots.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Also trusts the operating system's certificate store (default off;
+    /// feature `native-roots`), loaded once at build time.
+    ///
+    /// It uses `rustls-native-certs` rather than `rustls-platform-verifier`:
+    /// the OS roots then join the Mozilla roots and any private CA in one
+    /// rustls root store, verified by the same webpki code on every
+    /// platform, so what the tests check is what runs in production; it
+    /// honours `SSL_CERT_FILE` and `SSL_CERT_DIR`, which is how containers
+    /// and meshes hand out their CA; and it is one small crate, where the
+    /// platform verifier brings each OS's native verification stack. The
+    /// cost: no OS-specific policy such as revocation checks on macOS and
+    /// Windows (use [`tls_config`](Self::tls_config) with the platform
+    /// verifier for that). Combine with `builtin_roots(false)` to trust the
+    /// OS store instead of the Mozilla roots. An OS store that yields no
+    /// certificate is a configuration error.
+    #[cfg(feature = "native-roots")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "native-roots")))]
+    pub fn native_roots(mut self, enabled: bool) -> Self {
+        self.tls.native_roots = enabled;
+        self
+    }
+
+    /// Presents this client certificate for mutual TLS (feature `rustls`):
+    /// `cert_chain_pem` holds the certificate then any intermediates,
+    /// `key_pem` its private key (PKCS#8, PKCS#1 or SEC1). The key is never
+    /// printed; an unreadable chain or key is a configuration error at
+    /// build time. Default: no client certificate.
+    ///
+    /// ```
+    /// let cert = rcgen::generate_simple_self_signed(vec!["agent-7".to_owned()]).unwrap();
+    /// let check = quality_gate::QualityCheck::builder("https://coordinator.internal")
+    ///     .client_identity_pem(cert.cert.pem(), cert.signing_key.serialize_pem())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{check:?}").contains("PRIVATE KEY"));
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn client_identity_pem(
+        mut self,
+        cert_chain_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
+        let key = String::from_utf8_lossy(key_pem.as_ref()).into_owned();
+        self.tls.identity = Some((cert_chain_pem.as_ref().to_vec(), Secret(key)));
+        self
+    }
+
+    /// Uses this rustls configuration for `https` coordinators, for anything
+    /// the other options do not cover (another verifier, crypto provider or
+    /// protocol version); it replaces the roots and client identity set
+    /// here (feature `rustls`). Its ALPN list is replaced according to
+    /// [`http2`](Self::http2).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls.config = Some(Arc::new(config));
+        self
+    }
+
+    /// The HTTP proxy to reach the coordinator through (default
+    /// [`Proxy::none`](crate::Proxy::none)); see [`Proxy`](crate::Proxy).
+    pub fn proxy(mut self, proxy: crate::Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Sends an HTTP/2 ping after this much silence on a connection
+    /// (default `None`: no pings), so a coordinator or middlebox that
+    /// silently dropped the connection fails the calls on it within the
+    /// [ping timeout](Self::http2_keep_alive_timeout) instead of hanging
+    /// until an outer timeout. Some servers (grpc-go) send `GOAWAY` to
+    /// clients that ping more than every 5 minutes while idle.
+    pub fn http2_keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.http2_keep_alive_interval = interval;
+        self
+    }
+
+    /// How long a keep-alive ping waits for its answer before the
+    /// connection is closed and its calls fail (default 20 s; only with
+    /// [`http2_keep_alive_interval`](Self::http2_keep_alive_interval)).
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Whether to ping idle connections too, with no call in flight
+    /// (default false: pings only watch connections that carry calls).
+    pub fn http2_keep_alive_while_idle(mut self, enabled: bool) -> Self {
+        self.http2_keep_alive_while_idle = enabled;
+        self
+    }
+}
+
+impl QualityCheckBuilder {
     /// Refuses values no coordinator call can work with.
     fn check_limits(&self) -> Result<(), Error> {
         if self.body_limit == 0 {

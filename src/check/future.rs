@@ -230,10 +230,15 @@ impl fmt::Debug for ResponseFuture {
 /// A request lost on a pooled connection the coordinator had just closed is
 /// a transport error like any other: hyper-util already resends a request
 /// it never wrote, and one that was written may have reached the
-/// coordinator, so resending it is a retry, counted and budgeted.
+/// coordinator, so resending it is a retry, counted and budgeted. Only an
+/// HTTP/2 stream the coordinator refused (`REFUSED_STREAM`, or above a
+/// `GOAWAY`'s last stream id) provably went unprocessed (RFC 9113 §8.7),
+/// and is marked so ([`Error::is_unprocessed`]).
 pub(super) fn classify(err: legacy::Error) -> Error {
     if err.is_connect() {
         Error::connect(err)
+    } else if crate::http2::unprocessed_h2(&err) {
+        Error::transport(err).unprocessed()
     } else {
         Error::transport(err)
     }

@@ -15,8 +15,8 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
-pub(crate) use self::builder::env_url;
 pub use self::builder::QualityCheckBuilder;
+pub(crate) use self::builder::DEFAULT_COORDINATOR_URL;
 
 use self::config::Config;
 use self::future::ResponseFuture;

@@ -119,12 +119,6 @@ impl ClientBuilder {
         }
     }
 
-    /// A builder for the coordinator named by `COORDINATOR_URL`, or
-    /// `http://127.0.0.1:8000` when it is unset.
-    pub fn from_env() -> Result<Self, Error> {
-        Ok(ClientBuilder::new(crate::check::env_url()?))
-    }
-
     // ----- HTTP: each attempt -----
 
     /// Sets any option of the HTTP side of each attempt (URL, body cap,

@@ -97,6 +97,10 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 ///   attempt that could not start before it is never scheduled;
 /// - the shared [`RetryBudget`], if one is set, is spent.
 ///
+/// One failure is resent at once and not counted: an HTTP/2 stream the
+/// coordinator refused without processing it ([`Error::is_unprocessed`]);
+/// once per call.
+///
 /// It works with the crate's [`Error`] and with a [`BoxError`] (when a tower
 /// layer that boxes errors sits between it and the service); in the latter
 /// case a tower `Elapsed` counts as a retryable timeout.
@@ -122,6 +126,9 @@ pub struct RetryPolicy {
     /// Decisions made for this call: zero in the policy tower's `Retry`
     /// keeps, which never decides, and in each call's fresh clone of it.
     decided: u32,
+    /// Whether this call already resent a request the coordinator provably
+    /// never processed.
+    resent_unprocessed: bool,
 }
 
 /// What the policy needs to know of a failed attempt.
@@ -129,6 +136,7 @@ struct Failure {
     retryable: bool,
     retry_after: Option<Duration>,
     kind: &'static str,
+    unprocessed: bool,
 }
 
 impl Failure {
@@ -137,6 +145,7 @@ impl Failure {
             retryable: err.is_retryable(),
             retry_after: err.retry_after_at(SystemTime::now()),
             kind: err.kind().as_str(),
+            unprocessed: err.is_unprocessed(),
         }
     }
 
@@ -148,12 +157,14 @@ impl Failure {
                 retryable: true,
                 retry_after: None,
                 kind: "timeout",
+                unprocessed: false,
             }
         } else {
             Failure {
                 retryable: false,
                 retry_after: None,
                 kind: "other",
+                unprocessed: false,
             }
         }
     }
@@ -172,6 +183,7 @@ impl RetryPolicy {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             budget: None,
             decided: 0,
+            resent_unprocessed: false,
         }
     }
 
@@ -222,6 +234,19 @@ impl RetryPolicy {
             Ok(()) => return None,
             Err(failure) => failure,
         };
+        if failure.unprocessed && !self.resent_unprocessed {
+            // The coordinator refused the HTTP/2 stream: it never processed
+            // the request. Resend it at once, once per call, as hyper-util
+            // does for requests it never wrote; it costs neither an attempt
+            // nor a token of the budget.
+            self.resent_unprocessed = true;
+            call.uncount_attempt();
+            tracing::debug!(
+                attempt,
+                "resending a request the coordinator refused unprocessed"
+            );
+            return Some(Duration::ZERO);
+        }
         let stop = |reason: &str| {
             tracing::debug!(
                 attempt,
