@@ -35,6 +35,9 @@ pub(crate) fn call_span(request: &QualityRequest) -> tracing::Span {
 }
 
 pub(crate) fn record_request_id(call: &Call) {
+    if call.span().is_disabled() {
+        return;
+    }
     if let Some(id) = call.request_id().and_then(|id| id.to_str().ok()) {
         call.span().record("quality_gate.request_id", id);
     }
@@ -43,6 +46,9 @@ pub(crate) fn record_request_id(call: &Call) {
 /// Records how a call ended on its span, and logs it at DEBUG.
 pub(crate) fn call_finished(call: &Call, result: &Result<QualityResponse, Error>) {
     let span = call.span();
+    if span.is_disabled() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let attempts = call.attempts();
     span.record("quality_gate.attempts", attempts);
     match result {
@@ -89,6 +95,9 @@ pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracin
         quality_gate.request_id = Empty,
         quality_gate.attempt = attempt,
     );
+    if span.is_disabled() {
+        return span;
+    }
     if attempt > 1 {
         span.record("http.request.resend_count", attempt - 1);
     }
