@@ -509,6 +509,13 @@ fn measure_in_process(
 
 // ===== the comparison =====
 
+/// `/proc/loadavg`'s first three figures: how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 struct Options {
     kinds: Vec<Kind>,
     levels: Vec<usize>,
@@ -527,6 +534,7 @@ fn compare(opts: &Options, command: &str) {
     );
     println!("Command: `{command}`  ");
     println!("Pinning: {}.  ", pinning.describe());
+    println!("Load average at the start: {}.  ", load_average());
     println!(
         "Server: its own process, one current-thread runtime. Clients: a fresh process each measurement, one current-thread runtime.\n"
     );
@@ -557,7 +565,10 @@ fn compare(opts: &Options, command: &str) {
         }
     }
 
-    println!("Ratios are to (a), the median of the per-round ratios; absolute figures are the medians of the rounds.\n");
+    println!(
+        "Load average at the end: {}. Ratios are to (a), the median of the per-round ratios; absolute figures are the medians of the rounds.\n",
+        load_average()
+    );
     println!("| concurrency | client | req/s | × (a) | CPU-µs/call | × (a) | p50 µs | p99 µs | × (a) | new conns |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (li, &concurrency) in opts.levels.iter().enumerate() {
