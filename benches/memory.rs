@@ -1,26 +1,33 @@
-//! Memory of calls queued behind the client's concurrency limit: peak RSS
-//! while thousands of `QualityClient::check` calls wait for one of 16 slots
-//! in front of a slow coordinator, and the bytes each queued call costs.
+//! Memory of `QualityClient::check` calls: the bytes each call costs while
+//! it waits for a slot behind the client's concurrency limit (from 1,000 to
+//! 100,000 queued calls), and while it is in flight on a connection of its
+//! own (100 and 1,000 at once).
 //!
-//! The bench process runs the coordinator (the minimal server of
-//! `support`, answering each check after a delay, 20 ms by default) and
-//! starts itself again once per measurement as a client process, so the
-//! figures read from that process's `/proc/self/status` (`VmRSS`, `VmHWM`)
-//! are the client's alone. Each client process:
+//! The bench process runs two coordinators (the minimal server of
+//! `support`): one answers each check after 20 ms (`QG_MEM_DELAY_MS`), for
+//! the queued calls, the other after 2 s, long enough to hold every call in
+//! flight while it is measured. It starts itself again once per measurement
+//! as a client process, so the figures read from that process's
+//! `/proc/self/status` (`VmRSS`, `VmHWM`) are the client's alone. Each
+//! client process:
 //!
-//! 1. builds a `QualityClient` with every default but a concurrency limit
-//!    of 16, and makes 16 calls at once, so the pool holds its connections;
+//! 1. builds a `QualityClient` with every default but the concurrency
+//!    limit, and makes 16 calls at once, so the pool holds its connections;
 //! 2. reads `VmRSS` (the baseline);
-//! 3. spawns N tasks, each making one `check` call, and waits until every
-//!    one has been polled, i.e. 16 calls are in flight and N − 16 wait for a
-//!    slot; reads `VmRSS` again: (queued − baseline) / N is what one queued
-//!    call costs, to compare with the size of its future and its request;
-//! 4. for N = 10,000 only, lets them all finish while sampling `VmRSS`
-//!    every 50 ms, then does it all again: a second wave that peaks where
-//!    the first did shows that nothing accumulates per call.
+//! 3. *queued* (limit 16): spawns N tasks, each making one `check` call,
+//!    and waits until every one has been polled, i.e. 16 calls are in flight
+//!    and N − 16 wait for a slot; reads `VmRSS` again: (queued − baseline) /
+//!    N is what one queued call costs, to compare with the size of its
+//!    future and its request;
+//!    *in flight* (limit N): spawns N calls and waits until the server has
+//!    received all N (`GET /stats`), i.e. each holds a connection and waits
+//!    for its answer; (in flight − baseline) / N is what one call in flight
+//!    costs, its connection included;
+//! 4. for N = 10,000 queued only, lets them all finish while sampling
+//!    `VmRSS` every 50 ms, then does it all again: a second wave that peaks
+//!    where the first did shows that nothing accumulates per call.
 //!
-//! Run it with `cargo bench --bench memory` (about 30 s with the default
-//! delay); `QG_MEM_DELAY_MS` sets the server's delay.
+//! Run it with `cargo bench --bench memory` (about 40 s).
 
 mod support;
 
@@ -29,13 +36,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use quality_gate::{QualityClient, QualityRequest};
-use support::{env_or, request, rss, runtime, Behaviour, Server};
+use support::{env_or, request, request_heap, rss, runtime, stats, Behaviour, Server};
 use tokio::runtime::Runtime;
 
 /// The client's concurrency limit: the slots the queued calls wait for.
 const LIMIT: usize = 16;
 /// Calls queued per measurement; the one marked `true` is also drained, twice.
-const QUEUED: [(usize, bool); 3] = [(1_000, false), (10_000, true), (50_000, false)];
+const QUEUED: [(usize, bool); 4] = [
+    (1_000, false),
+    (10_000, true),
+    (30_000, false),
+    (100_000, false),
+];
+/// Calls in flight at once per measurement, each on its own connection.
+const IN_FLIGHT: [usize; 2] = [100, 1_000];
+/// How long the second server holds each answer: every call of an in-flight
+/// measurement must have reached it, and none been answered, when the
+/// client reads its RSS.
+const IN_FLIGHT_DELAY: Duration = Duration::from_secs(2);
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -45,24 +63,18 @@ fn main() {
     if args.first().map(String::as_str) == Some("--client") {
         let url = &args[1];
         let n: usize = args[2].parse().expect("a number of calls");
-        let drain = args[3] == "drain";
-        client(url, n, drain);
+        client(url, n, &args[3]);
         return;
     }
 
     let delay = Duration::from_millis(env_or("QG_MEM_DELAY_MS", 20));
     let server_rt = runtime("bench-server", 1);
     let server = Server::start(&server_rt, Behaviour::Slow(delay));
-    println!(
-        "## Memory: calls queued behind a concurrency limit of {LIMIT}, server delay {delay:?}\n"
-    );
-    println!("| queued calls | RSS before | RSS, all queued | per queued call | task future + request heap | VmHWM then | drained: peak RSS | 2nd wave: RSS queued / peak | failed calls |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, drain) in QUEUED {
+    let holding = Server::start(&server_rt, Behaviour::Slow(IN_FLIGHT_DELAY));
+    let run = |url: &str, n: usize, mode: &str| -> String {
         let exe = std::env::current_exe().expect("the bench's own path");
         let out = Command::new(exe)
-            .args(["--client", &server.url(), &n.to_string()])
-            .arg(if drain { "drain" } else { "queue-only" })
+            .args(["--client", url, &n.to_string(), mode])
             .output()
             .expect("starting the client process");
         assert!(
@@ -70,20 +82,31 @@ fn main() {
             "client process failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let line = String::from_utf8_lossy(&out.stdout);
-        eprintln!("N={n}: {}", line.trim());
-        let field = |name: &str| -> u64 {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let (base, queued) = (field("rss_base"), field("rss_queued"));
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        eprintln!("N={n} {mode}: {line}");
+        line
+    };
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+
+    println!(
+        "## Memory: calls queued behind a concurrency limit of {LIMIT}, server delay {delay:?}\n"
+    );
+    println!("| queued calls | RSS before | RSS, all queued | per queued call | task future + request heap | VmHWM then | drained: peak RSS | 2nd wave: RSS queued / peak | failed calls |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, drain) in QUEUED {
+        let line = run(&server.url(), n, if drain { "drain" } else { "queue" });
+        let f = |name: &str| field(&line, name);
+        let (base, queued) = (f("rss_base"), f("rss_queued"));
         let (drained, second, failed) = if drain {
             (
-                mib(field("rss_max1")),
-                format!("{} / {}", mib(field("rss_queued2")), mib(field("rss_max2"))),
-                (field("failed1") + field("failed2")).to_string(),
+                mib(f("rss_max1")),
+                format!("{} / {}", mib(f("rss_queued2")), mib(f("rss_max2"))),
+                (f("failed1") + f("failed2")).to_string(),
             )
         } else {
             ("–".to_owned(), "–".to_owned(), "–".to_owned())
@@ -93,9 +116,26 @@ fn main() {
             mib(base),
             mib(queued),
             queued.saturating_sub(base) / n as u64,
-            field("future_size"),
-            field("request_heap"),
-            mib(field("hwm")),
+            f("future_size"),
+            f("request_heap"),
+            mib(f("hwm")),
+        );
+    }
+    println!();
+
+    println!("## Memory: calls in flight, each on its own connection, server delay {IN_FLIGHT_DELAY:?}\n");
+    println!("| calls in flight | RSS before | RSS, all in flight | per call in flight | connections opened |");
+    println!("|---:|---:|---:|---:|---:|");
+    for n in IN_FLIGHT {
+        let line = run(&holding.url(), n, "inflight");
+        let f = |name: &str| field(&line, name);
+        let (base, in_flight) = (f("rss_base"), f("rss_in_flight"));
+        println!(
+            "| {n} | {} | {} | {} B | {} |",
+            mib(base),
+            mib(in_flight),
+            in_flight.saturating_sub(base) / n as u64,
+            f("connections"),
         );
     }
     println!();
@@ -117,15 +157,6 @@ async fn call(client: QualityClient, req: QualityRequest) {
         FAILED.fetch_add(1, Ordering::Relaxed);
     }
     DONE.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The heap a request owns: its strings and its list of files.
-fn heap_of(req: &QualityRequest) -> usize {
-    req.task_id.capacity()
-        + req.agent_id.capacity()
-        + req.diff_summary.capacity()
-        + req.files.capacity() * std::mem::size_of::<String>()
-        + req.files.iter().map(String::capacity).sum::<usize>()
 }
 
 /// Spawns `n` calls and waits until each has been polled once, so all are
@@ -159,16 +190,16 @@ fn drain(rt: &Runtime, n: usize) -> u64 {
     })
 }
 
-/// One client process: queue `n` calls, measure, and optionally drain two
-/// waves of them.
-fn client(url: &str, n: usize, drain_twice: bool) {
+/// One client process: queue `n` calls (or hold them in flight), measure,
+/// and, for `drain`, drain two waves of them.
+fn client(url: &str, n: usize, mode: &str) {
     let rt = runtime("bench-client", 1);
+    let limit = if mode == "inflight" { n } else { LIMIT };
     let client = QualityClient::builder(url)
-        .concurrency_limit(Some(LIMIT))
+        .concurrency_limit(Some(limit))
         .build()
         .expect("a valid client");
     let future_size = std::mem::size_of_val(&call(client.clone(), request(0)));
-    let request_heap = heap_of(&request(0));
     rt.block_on(async {
         // Open the pool's connections: 16 calls at once.
         let warm: Vec<_> = (0..LIMIT as u64)
@@ -182,12 +213,40 @@ fn client(url: &str, n: usize, drain_twice: bool) {
         }
     });
     let (rss_base, _) = rss();
+    if mode == "inflight" {
+        let (hits, before) = stats(url);
+        for i in 0..n {
+            rt.spawn(call(client.clone(), request(i as u64)));
+        }
+        // The calls run on the runtime's worker; this thread only watches,
+        // and every `stats` call it makes opens a connection of its own.
+        let started = Instant::now();
+        let mut asked = 1;
+        while stats(url).0 < hits + n as u64 {
+            asked += 1;
+            assert!(
+                started.elapsed() < IN_FLIGHT_DELAY,
+                "calls answered before all were in flight"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (rss_in_flight, _) = rss();
+        assert_eq!(DONE.load(Ordering::SeqCst), 0, "a call finished early");
+        let (_, after) = stats(url);
+        asked += 1;
+        println!(
+            "rss_base={rss_base} rss_in_flight={rss_in_flight} connections={}",
+            after.saturating_sub(before + asked)
+        );
+        std::process::exit(0);
+    }
     let rss_queued = queue(&rt, &client, n);
     let (_, hwm) = rss();
+    let request_heap = request_heap(0);
     let mut line = format!(
         "rss_base={rss_base} rss_queued={rss_queued} hwm={hwm} future_size={future_size} request_heap={request_heap}"
     );
-    if drain_twice {
+    if mode == "drain" {
         let started = Instant::now();
         let rss_max1 = drain(&rt, n);
         let drained_in = started.elapsed().as_millis();

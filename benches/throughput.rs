@@ -1,71 +1,68 @@
-//! Throughput and latency of a quality check end to end, over real loopback
-//! HTTP, against an in-process server that answers a fixed verdict:
+//! What a quality check costs the calling process, end to end over real
+//! loopback HTTP, next to the fastest hand-written client and the peer a
+//! user would pick instead:
 //!
 //! - **(a) raw**: a hand-written hyper-util legacy client doing the same
-//!   POST, with `serde_json` encoding and decoding: the practical limit;
-//! - **(b) check**: the bare `QualityCheck` service;
-//! - **(c) client**: the default `QualityClient` stack (concurrency limit,
-//!   overall timeout, retry with the default policy and budget, per-attempt
-//!   timeout), called through `tower::Service` (`ready().await`, `call`);
-//! - **(d) check()**: the same client through `QualityClient::check`, the
-//!   documented one-line call, which adds its own deadline over the wait for
-//!   a slot.
+//!   POST, with `serde_json` encoding and decoding: the limit, ratio 1.00;
+//! - **(b) stack**: (a) under a hand-built tower stack (a
+//!   `GlobalConcurrencyLimit`, tower's `Retry` with a two-attempt policy
+//!   over the encoded body, one `Timeout`), called with `oneshot` on a
+//!   clone: what tower's layers cost without this crate;
+//! - **(c) check**: the bare `QualityCheck` service, `oneshot` on a clone;
+//! - **(d) client**: `QualityClient::check` with every default except the
+//!   concurrency limit, raised to the concurrency measured so that it only
+//!   does its bookkeeping (as (b)'s limit does);
+//! - **(e) reqwest**: `reqwest` (HTTP/1.1, `json`), one `Client`.
 //!
-//! The same server serves all of them in the same run, at the same
-//! concurrency (1, 16, 64 and 256 calling tasks), a fixed number of calls
-//! per run after a warm-up that opens the pooled connections. Each client is
-//! built once, with a connection pool of its own, and kept for every round. Each round runs
-//! a, b, c, d in turn at every concurrency; the tables give the median of the
-//! rounds, and the ratios are the median of each round's ratio to (a). The
-//! client's concurrency limit is set to the largest concurrency measured
-//! (256), so the limit admits every call at once and only its bookkeeping is
-//! measured.
+//! Every client sends the same request and gets the same verdict,
+//! `{"approved":true,"gate":"all"}`, from a bare hyper server in a process
+//! of its own, pinned to CPU 1 with `taskset` when there is one. Each
+//! measurement is a fresh client process (this binary again, with
+//! `--client`), pinned to CPU 0: it builds its client, warms the pool up,
+//! runs the calling tasks for a fixed time on a current-thread runtime and
+//! reports requests/s, its own CPU time per call (`/proc/self/task/*/schedstat`:
+//! user and system, every thread, nanoseconds) and latency quantiles. The
+//! server's CPU is not counted, so the CPU-µs per call is the client's own
+//! cost, the figure a user pays.
 //!
-//! Besides wall-clock requests/s and latency quantiles, each run reports
-//! requests per CPU-second of the whole process: on a machine shared with
-//! other work it barely moves when the scheduler takes the core away, so its
-//! ratios stay steady where wall-clock ones swing. Each round also logs how
-//! many connections the pool opened during the measured run: hyper-util's
-//! pool sometimes starts new connections when a request comes before the
-//! previous one's connection is back in the pool, and a run where it does
-//! has a tail of tens of milliseconds, whichever client it is.
+//! Rounds are interleaved: each round runs every client once at every
+//! concurrency, in an order that rotates from round to round; the table
+//! gives the median of the rounds, and ratios are the median of each
+//! round's ratio to (a).
 //!
-//! By default the server and the clients share one current-thread Tokio
-//! runtime (`QG_BENCH_RUNTIME=shared`): each call's client and server work
-//! runs on one thread with no cross-thread wake-ups, which measures the CPU
-//! cost of a call and is steady from run to run. `QG_BENCH_RUNTIME=split`
-//! gives each a one-worker runtime of its own, in parallel on two cores.
-//!
-//! A second part measures the cost of retries: the default client (all
-//! defaults, concurrency limit 64) at 64 calling tasks, against a server
-//! that answers 503 to half of the first attempts (those of even task ids)
-//! and the verdict to everything else; it reports calls/s, server hits per
-//! call, and how many calls got a verdict, with the default retry budget and
-//! without one, next to an all-successful baseline.
-//!
-//! Run it with:
+//! A second part, `--retry`, measures the cost of retries: the default client
+//! (all defaults, concurrency limit 64) at 64 calling tasks, in one process
+//! with a server that answers 503 to half of the first attempts (those of
+//! even task ids) and the verdict to everything else; it reports calls/s,
+//! server hits per call and how many calls got a verdict, with the default
+//! retry budget and without one, next to an all-successful baseline.
 //!
 //! ```sh
-//! cargo bench --bench throughput                  # both parts, about 2 minutes
-//! QG_BENCH_SCALE=0.1 cargo bench --bench throughput   # a quick look
-//! cargo bench --bench throughput -- --compare     # only the (a)–(d) comparison
-//! cargo bench --bench throughput -- --retry       # only the retry cost
+//! cargo bench --bench throughput                    # both parts, about 4 minutes
+//! cargo bench --bench throughput -- --quick         # a smoke run, about 20 s
+//! cargo bench --bench throughput -- --compare --clients raw,client --concurrency 16,64
+//! cargo bench --bench throughput -- --retry         # only the retry cost
 //! ```
 //!
-//! Environment: `QG_BENCH_SCALE` multiplies the calls per run (default 1:
-//! 50,000 for the comparison, 10,000 for the retry part), `QG_BENCH_ROUNDS`
-//! sets the rounds (default 5 and 3), `QG_BENCH_CONCURRENCY` the
-//! concurrencies compared (default `1,16,64,256`), `QG_BENCH_RUNTIME` the
-//! runtime layout (`shared` or `split`), and `QG_BENCH_REQUEST_IDS=off`
-//! turns off the `x-request-id` header of (b)–(d), which (a) does not send. Tables go to stdout, one line per
-//! run to stderr.
+//! Options: `--clients raw,stack,check,client,reqwest` (raw is always run:
+//! it is the reference), `--concurrency 1,16,64,256`, `--rounds N`
+//! (default 5), `--duration-ms D` per measurement (default 1500);
+//! `--quick` (or `QG_BENCH_QUICK=1`) means one round of 300 ms and a
+//! tenth of the retry part. Tables go to stdout, one line per measurement
+//! to stderr.
 //!
-//! For a profiler, `-- --profile raw|check|client|check-api --calls N
-//! --concurrency C` makes one warm-up and one run of N calls with one client
-//! and nothing else, e.g. under `valgrind --tool=callgrind`.
+//! For a profiler, one client alone in this process, its server in another:
+//! `--client check --calls 3000 --concurrency 1` (add `--url` to use a
+//! running server), e.g. under `valgrind --tool=callgrind`, which then
+//! counts the client's instructions only.
 
 mod support;
 
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -74,30 +71,28 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use quality_gate::{
-    QualityCheck, QualityCheckBuilder, QualityClient, QualityRequest, QualityResponse,
-};
-use tower::{Service, ServiceExt};
+use quality_gate::{BoxError, QualityCheck, QualityClient, QualityRequest, QualityResponse};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::retry::{Policy, RetryLayer};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-use support::{drive, env_or, median, Behaviour, Caller, Run, Runtimes, Server};
+use support::{current_thread, drive, median, stats, Behaviour, Budget, Caller, Run, Server};
 
-/// The concurrencies compared.
+/// The concurrencies compared by default.
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
-/// Calls per run in the comparison, at scale 1.
-const CALLS: f64 = 50_000.0;
-/// Calls per run in the retry part, at scale 1: retried calls wait for
-/// their backoff (50 ms on average), so these runs are slower.
-const RETRY_CALLS: f64 = 10_000.0;
 /// Unmeasured calls per calling task before each run, to open connections.
 const WARM_UP_PER_TASK: u64 = 8;
-/// The pause between the warm-up and the measured run, in milliseconds.
+/// The pause between the warm-up and the measured run, in milliseconds:
+/// connections the pool started but did not need finish in the meantime.
 const SETTLE_MS: u64 = 100;
+/// The per-attempt timeout of (b), the library's default.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-// ===== the four ways of calling =====
+// ===== (a): hyper-util and serde_json by hand =====
 
-/// (a): hyper-util's pooled client and `serde_json`, written by hand, the
-/// way `QualityCheck` is configured (`TCP_NODELAY`, Tokio timers) but with
-/// nothing else: no span, no body cap, no error classification.
+/// hyper-util's pooled client, configured as `QualityCheck` configures it
+/// (`TCP_NODELAY`, Tokio timers), with nothing else: no span, no body cap,
+/// no request id, no error classification.
 #[derive(Clone)]
 struct Raw {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -117,12 +112,10 @@ impl Raw {
             .expect("a valid URI");
         Raw { client, uri }
     }
-}
 
-impl Caller for Raw {
-    async fn call(&mut self, req: QualityRequest) -> bool {
-        let body = serde_json::to_vec(&req).expect("a request always encodes");
-        let mut request = Request::new(Full::new(Bytes::from(body)));
+    /// One POST of an encoded request; the verdict, decoded.
+    fn send(&self, body: Bytes) -> impl Future<Output = Result<QualityResponse, BoxError>> {
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
@@ -130,40 +123,108 @@ impl Caller for Raw {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::USER_AGENT, HeaderValue::from_static("raw-bench/0"));
-        let Ok(response) = self.client.request(request).await else {
-            return false;
-        };
-        if !response.status().is_success() {
-            return false;
+        // The client's future owns what it needs: no clone of `self`.
+        let response = self.client.request(request);
+        async move {
+            let response = response.await?;
+            if !response.status().is_success() {
+                return Err(format!("status {}", response.status()).into());
+            }
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok(serde_json::from_slice(&body)?)
         }
-        let Ok(body) = response.into_body().collect().await else {
-            return false;
-        };
-        serde_json::from_slice::<QualityResponse>(&body.to_bytes()).is_ok()
     }
 }
 
-/// (b) and (c): any service, driven as tower intends: ready, then call.
-struct Svc<S>(S);
+fn encode(req: QualityRequest) -> Bytes {
+    Bytes::from(serde_json::to_vec(&req).expect("a request always encodes"))
+}
 
-impl<S> Caller for Svc<S>
+impl Caller for Raw {
+    async fn call(&mut self, req: QualityRequest) -> bool {
+        self.send(encode(req)).await.is_ok()
+    }
+}
+
+// ===== (b): a tower stack over (a) =====
+
+/// (a) as the innermost service of (b): an encoded body in, a verdict out.
+/// Its future is boxed, as a hand-written service's usually is.
+impl Service<Bytes> for Raw {
+    type Response = QualityResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<QualityResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, body: Bytes) -> Self::Future {
+        Box::pin(self.send(body))
+    }
+}
+
+/// tower's `Retry` policy of (b): one retry after an error; the encoded body
+/// is cloned for it (a reference count).
+#[derive(Clone)]
+struct RetryOnce(bool);
+
+impl Policy<Bytes, QualityResponse, BoxError> for RetryOnce {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Bytes,
+        result: &mut Result<QualityResponse, BoxError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 => {
+                self.0 = false;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, body: &Bytes) -> Option<Bytes> {
+        Some(body.clone())
+    }
+}
+
+/// (b): limit, encode, retry, timeout, (a).
+fn stack(
+    url: &str,
+    limit: usize,
+) -> impl Service<QualityRequest, Response = QualityResponse, Error = BoxError, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(GlobalConcurrencyLimitLayer::new(limit))
+        .map_request(encode)
+        .layer(RetryLayer::new(RetryOnce(true)))
+        .timeout(ATTEMPT_TIMEOUT)
+        .service(Raw::new(url))
+}
+
+// ===== (b), (c), (d), (e) as callers =====
+
+/// (b) and (c): `oneshot` on a clone of the service, per call.
+struct Oneshot<S>(S);
+
+impl<S> Caller for Oneshot<S>
 where
-    S: Service<QualityRequest> + Send + 'static,
+    S: Service<QualityRequest, Response = QualityResponse> + Clone + Send + 'static,
     S::Future: Send,
-    S::Response: Send,
     S::Error: Send,
 {
     async fn call(&mut self, req: QualityRequest) -> bool {
-        match self.0.ready().await {
-            Ok(svc) => svc.call(req).await.is_ok(),
-            Err(_) => false,
-        }
+        self.0.clone().oneshot(req).await.is_ok()
     }
 }
 
-/// (d): `QualityClient::check`, the one-line call.
+/// (d): `QualityClient::check`, the documented one-line call.
 struct CheckApi(QualityClient);
 
 impl Caller for CheckApi {
@@ -172,47 +233,99 @@ impl Caller for CheckApi {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// (e): reqwest, the way its documentation shows a JSON POST.
+struct Reqwest {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl Caller for Reqwest {
+    async fn call(&mut self, req: QualityRequest) -> bool {
+        let Ok(response) = self.client.post(self.url.clone()).json(&req).send().await else {
+            return false;
+        };
+        if !response.status().is_success() {
+            return false;
+        }
+        response.json::<QualityResponse>().await.is_ok()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Raw,
+    Stack,
     Check,
     Client,
-    CheckApi,
+    Reqwest,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Raw, Kind::Check, Kind::Client, Kind::CheckApi];
+    const ALL: [Kind; 5] = [
+        Kind::Raw,
+        Kind::Stack,
+        Kind::Check,
+        Kind::Client,
+        Kind::Reqwest,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            Kind::Stack => "stack",
+            Kind::Check => "check",
+            Kind::Client => "client",
+            Kind::Reqwest => "reqwest",
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
             Kind::Raw => "(a) raw hyper-util + serde_json",
-            Kind::Check => "(b) QualityCheck",
-            Kind::Client => "(c) QualityClient (Service)",
-            Kind::CheckApi => "(d) QualityClient::check",
+            Kind::Stack => "(b) tower stack over (a)",
+            Kind::Check => "(c) QualityCheck, oneshot",
+            Kind::Client => "(d) QualityClient::check",
+            Kind::Reqwest => "(e) reqwest",
         }
     }
 
-    fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "raw" => Some(Kind::Raw),
-            "check" => Some(Kind::Check),
-            "client" => Some(Kind::Client),
-            "check-api" => Some(Kind::CheckApi),
-            _ => None,
-        }
+    fn parse(s: &str) -> Kind {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .unwrap_or_else(|| panic!("unknown client {s:?}: raw|stack|check|client|reqwest"))
     }
 
-    /// A warm-up, then one measured run, with this kind's client.
-    async fn run(self, clients: &Clients, server: &Server, concurrency: usize, calls: u64) -> Run {
+    /// Builds this kind's client for `url`, warms it up and measures it.
+    async fn measure(self, url: &str, concurrency: usize, budget: Budget) -> Run {
         match self {
-            Kind::Raw => measure(server, concurrency, calls, || clients.raw.clone()).await,
-            Kind::Check => measure(server, concurrency, calls, || Svc(clients.check.clone())).await,
-            Kind::Client => {
-                measure(server, concurrency, calls, || Svc(clients.client.clone())).await
+            Kind::Raw => {
+                let raw = Raw::new(url);
+                measure(url, concurrency, budget, || raw.clone()).await
             }
-            Kind::CheckApi => {
-                measure(server, concurrency, calls, || {
-                    CheckApi(clients.check_api.clone())
+            Kind::Stack => {
+                let stack = stack(url, concurrency);
+                measure(url, concurrency, budget, || Oneshot(stack.clone())).await
+            }
+            Kind::Check => {
+                let check = QualityCheck::new(url).expect("a valid check");
+                measure(url, concurrency, budget, || Oneshot(check.clone())).await
+            }
+            Kind::Client => {
+                let client = QualityClient::builder(url)
+                    .concurrency_limit(Some(concurrency))
+                    .build()
+                    .expect("a valid client");
+                measure(url, concurrency, budget, || CheckApi(client.clone())).await
+            }
+            Kind::Reqwest => {
+                let client = reqwest::Client::new();
+                let check_url: reqwest::Url = format!("{url}/api/quality/check")
+                    .parse()
+                    .expect("a valid URL");
+                measure(url, concurrency, budget, || Reqwest {
+                    client: client.clone(),
+                    url: check_url.clone(),
                 })
                 .await
             }
@@ -220,166 +333,268 @@ impl Kind {
     }
 }
 
-/// One client of each kind, built once and kept for every round, each with
-/// a connection pool of its own: dropping and rebuilding them between runs
-/// would make the server tear down and set up hundreds of connections in
-/// the middle of the next run.
-struct Clients {
-    raw: Raw,
-    check: QualityCheck,
-    client: QualityClient,
-    check_api: QualityClient,
+/// A warm-up that opens the pool's connections, then the measured run.
+async fn measure<C: Caller>(
+    url: &str,
+    concurrency: usize,
+    budget: Budget,
+    make: impl Fn() -> C,
+) -> Run {
+    // Two rounds of warm-up, each followed by a pause: the run then starts
+    // from a settled pool.
+    let warm_up = Budget::Calls(WARM_UP_PER_TASK * concurrency as u64);
+    for _ in 0..2 {
+        drive(concurrency, warm_up, &make).await;
+        tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+    }
+    let (_, before) = stats(url);
+    let mut run = drive(concurrency, budget, make).await;
+    let (_, after) = stats(url);
+    // The second `stats` call's own connection is not the client's.
+    run.connections = after.saturating_sub(before + 1);
+    run
 }
 
-impl Clients {
-    /// The clients of `url`; the `QualityClient`s' concurrency limit is
-    /// `limit`, which the caller keeps no lower than any concurrency it
-    /// measures, so that the limit never makes a call wait.
-    fn new(url: &str, limit: usize) -> Clients {
-        let client = || {
-            QualityClient::builder(url)
-                .concurrency_limit(Some(limit))
-                .http(check_options)
-                .build()
-                .expect("a valid client")
+// ===== processes =====
+
+/// Where the server and the clients run.
+#[derive(Clone, Copy)]
+struct Pinning {
+    /// `taskset` works and there are two CPUs to put the processes on.
+    taskset: bool,
+}
+
+impl Pinning {
+    const SERVER_CPU: &str = "1";
+    const CLIENT_CPU: &str = "0";
+
+    fn detect() -> Pinning {
+        let works = |cpu: &str| {
+            Command::new("taskset")
+                .args(["-c", cpu, "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         };
-        Clients {
-            raw: Raw::new(url),
-            check: check_options(QualityCheck::builder(url))
-                .build()
-                .expect("a valid check"),
-            client: client(),
-            check_api: client(),
+        Pinning {
+            taskset: works(Self::SERVER_CPU) && works(Self::CLIENT_CPU),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        if self.taskset {
+            "applied: server on CPU 1, each client process on CPU 0 (taskset)"
+        } else {
+            "NOT applied (no working taskset or fewer than 2 CPUs): separate processes only"
+        }
+    }
+
+    /// A command running this bench binary, on `cpu` when pinning works.
+    fn command(self, cpu: &str) -> Command {
+        let exe = std::env::current_exe().expect("the bench's own path");
+        if self.taskset {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpu]).arg(exe);
+            command
+        } else {
+            Command::new(exe)
         }
     }
 }
 
-/// The library's defaults, except that `QG_BENCH_REQUEST_IDS=off` stops
-/// (b)–(d) sending an `x-request-id` header, which (a) does not send, to
-/// see what that feature costs.
-fn check_options(builder: QualityCheckBuilder) -> QualityCheckBuilder {
-    match std::env::var("QG_BENCH_REQUEST_IDS").as_deref() {
-        Ok("off") => builder.request_id_header(None),
-        _ => builder,
+/// The coordinator in a process of its own: this binary with `--server`.
+/// It exits when its stdin closes, so it never outlives the bench.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(pinning: Pinning) -> ServerProcess {
+        let mut child = pinning
+            .command(Pinning::SERVER_CPU)
+            .arg("--server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the server process");
+        let mut url = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+            .read_line(&mut url)
+            .expect("reading the server's URL");
+        ServerProcess {
+            child,
+            url: url.trim().to_owned(),
+        }
     }
 }
 
-/// A warm-up that opens the pool's connections, then the measured run.
-async fn measure<C: Caller>(
-    server: &Server,
-    concurrency: usize,
-    calls: u64,
-    make: impl Fn() -> C,
-) -> Run {
-    // Two rounds of warm-up, each followed by a pause in which connections
-    // the pool started but did not need finish in the background: the run
-    // then starts from a settled pool (see "new connections" in the log).
-    for _ in 0..2 {
-        drive(concurrency, WARM_UP_PER_TASK * concurrency as u64, &make).await;
-        tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let connections = server.connections();
-    let mut run = drive(concurrency, calls, make).await;
-    run.connections = server.connections() - connections;
-    run
+}
+
+/// `--server`: serve until stdin closes.
+fn server_process() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let rt = current_thread();
+    let server = Server::start(&rt, Behaviour::Verdict);
+    println!("{}", server.url());
+    rt.block_on(std::future::pending::<()>());
+}
+
+/// `--client`: one measurement in this process, printed as one line.
+fn client_process(kind: Kind, url: Option<&str>, concurrency: usize, budget: Budget) {
+    // Without a URL (a profiler run), a server process of our own, unpinned.
+    let own = url
+        .is_none()
+        .then(|| ServerProcess::start(Pinning { taskset: false }));
+    let url = url.map_or_else(
+        || own.as_ref().map(|s| s.url.clone()),
+        |u| Some(u.to_owned()),
+    );
+    let url = url.expect("a server URL");
+    let run = current_thread().block_on(kind.measure(&url, concurrency, budget));
+    println!(
+        "rps={} cpu_us={} p50={} p99={} p999={} ok={} failed={} connections={}",
+        run.rps, run.cpu_us, run.p50, run.p99, run.p999, run.ok, run.failed, run.connections
+    );
+}
+
+/// Runs one measurement in a fresh client process and reads its line.
+fn measure_in_process(
+    pinning: Pinning,
+    kind: Kind,
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Run {
+    let out = pinning
+        .command(Pinning::CLIENT_CPU)
+        .args(["--client", kind.name(), "--url", url])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--duration-ms", &duration.as_millis().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("starting a client process");
+    assert!(
+        out.status.success(),
+        "{}: client process failed",
+        kind.label()
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    Run {
+        rps: field("rps"),
+        cpu_us: field("cpu_us"),
+        p50: field("p50"),
+        p99: field("p99"),
+        p999: field("p999"),
+        ok: field("ok") as u64,
+        failed: field("failed") as u64,
+        connections: field("connections") as u64,
+    }
 }
 
 // ===== the comparison =====
 
-/// One figure of a run.
-type Metric = fn(&Run) -> f64;
+/// `/proc/loadavg`'s first three figures: how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
 
-fn compare(scale: f64) {
-    let rounds: usize = env_or("QG_BENCH_ROUNDS", 5);
-    let calls = (CALLS * scale).max(100.0) as u64;
-    // `QG_BENCH_CONCURRENCY=16,256` measures only those.
-    let levels: Vec<usize> = std::env::var("QG_BENCH_CONCURRENCY")
-        .ok()
-        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-        .unwrap_or_else(|| CONCURRENCY.to_vec());
-    // The largest concurrency measured, so the limit never makes a call wait.
-    let limit = levels.iter().copied().max().unwrap_or(1);
-    let rts = Runtimes::from_env();
-    let (server_rt, client_rt) = (rts.server(), rts.client());
-    let server = Server::start(server_rt, Behaviour::Verdict);
-    let clients = Clients::new(&server.url(), limit);
+struct Options {
+    kinds: Vec<Kind>,
+    levels: Vec<usize>,
+    rounds: usize,
+    duration: Duration,
+}
+
+fn compare(opts: &Options, command: &str) {
+    let pinning = Pinning::detect();
+    let server = ServerProcess::start(pinning);
+    let kinds = &opts.kinds;
     println!(
-        "## (a)-(d): {calls} calls per run, {rounds} rounds interleaved, median reported\n\nRuntime layout: {}. Client concurrency limit for (c) and (d): {limit}.\n",
-        rts.describe()
+        "## Client cost per call: {} rounds interleaved, {} ms per measurement, medians\n",
+        opts.rounds,
+        opts.duration.as_millis()
+    );
+    println!("Command: `{command}`  ");
+    println!("Pinning: {}.  ", pinning.describe());
+    println!("Load average at the start: {}.  ", load_average());
+    println!(
+        "Server: its own process, one current-thread runtime. Clients: a fresh process each measurement, one current-thread runtime.\n"
     );
 
-    // results[concurrency][kind][round]
-    let mut results = vec![vec![Vec::new(); Kind::ALL.len()]; levels.len()];
-    for round in 0..rounds {
-        for (ci, &concurrency) in levels.iter().enumerate() {
-            for (ki, kind) in Kind::ALL.into_iter().enumerate() {
-                let run = client_rt.block_on(kind.run(&clients, &server, concurrency, calls));
+    // results[level][kind][round]
+    let mut results = vec![vec![Vec::new(); kinds.len()]; opts.levels.len()];
+    for round in 0..opts.rounds {
+        for (li, &concurrency) in opts.levels.iter().enumerate() {
+            for i in 0..kinds.len() {
+                // Each round starts one client further along.
+                let ki = (i + round) % kinds.len();
+                let kind = kinds[ki];
+                let run =
+                    measure_in_process(pinning, kind, &server.url, concurrency, opts.duration);
                 assert_eq!(run.failed, 0, "{}: calls failed", kind.label());
                 eprintln!(
-                    "round {round} c={concurrency:>3} {:<32} {:>8.0} req/s {:>8.0} req/CPU-s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs  {} new connections",
+                    "round {round} c={concurrency:>3} {:<32} {:>8.0} req/s {:>7.2} CPU-µs/call  p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  {} new connections",
                     kind.label(),
                     run.rps,
-                    run.cpu_rps,
+                    run.cpu_us,
                     run.p50,
                     run.p99,
                     run.p999,
                     run.connections
                 );
-                results[ci][ki].push(run);
+                results[li][ki].push(run);
             }
         }
     }
 
-    let ratios: [(&str, Metric); 4] = [
-        ("throughput, req/s (wall clock)", |r| r.rps),
-        ("throughput per CPU-second (req / CPU-s)", |r| r.cpu_rps),
-        ("p50 latency", |r| r.p50),
-        ("p99 latency", |r| r.p99),
-    ];
-    for (title, metric) in ratios {
-        println!("### Ratio to (a): {title}; median of the per-round ratios (min–max)\n");
-        println!(
-            "| concurrency | (b) QualityCheck | (c) QualityClient | (d) QualityClient::check |"
-        );
-        println!("|---:|---:|---:|---:|");
-        for (ci, &concurrency) in levels.iter().enumerate() {
-            let ratio = |ki: usize| {
-                let mut r: Vec<f64> = (0..rounds)
-                    .map(|i| metric(&results[ci][ki][i]) / metric(&results[ci][0][i]))
-                    .collect();
-                let (lo, hi) = r
+    println!(
+        "Load average at the end: {}. Ratios are to (a), the median of the per-round ratios; absolute figures are the medians of the rounds.\n",
+        load_average()
+    );
+    println!("| concurrency | client | req/s | × (a) | CPU-µs/call | × (a) | p50 µs | p99 µs | × (a) | new conns |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (li, &concurrency) in opts.levels.iter().enumerate() {
+        let reference = &results[li][0];
+        for (ki, kind) in kinds.iter().enumerate() {
+            let runs = &results[li][ki];
+            let abs = |f: fn(&Run) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+            let ratio = |f: fn(&Run) -> f64| {
+                let mut r: Vec<f64> = runs
                     .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-                format!("{:.3} ({lo:.2}–{hi:.2})", median(&mut r))
+                    .zip(reference)
+                    .map(|(x, a)| f(x) / f(a))
+                    .collect();
+                median(&mut r)
             };
             println!(
-                "| {concurrency} | {} | {} | {} |",
-                ratio(1),
-                ratio(2),
-                ratio(3)
-            );
-        }
-        println!();
-    }
-
-    println!("### Absolute figures, median of the rounds\n");
-    println!("| concurrency | client | req/s | req / CPU-s | p50 µs | p99 µs | p99.9 µs | connections opened in the run (median) |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    for (ci, &concurrency) in levels.iter().enumerate() {
-        for (ki, kind) in Kind::ALL.into_iter().enumerate() {
-            let m = |f: fn(&Run) -> f64| {
-                let mut v: Vec<f64> = results[ci][ki].iter().map(f).collect();
-                median(&mut v)
-            };
-            println!(
-                "| {concurrency} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |",
+                "| {concurrency} | {} | {:.0} | {:.3} | {:.2} | {:.3} | {:.1} | {:.1} | {:.3} | {:.0} |",
                 kind.label(),
-                m(|r| r.rps),
-                m(|r| r.cpu_rps),
-                m(|r| r.p50),
-                m(|r| r.p99),
-                m(|r| r.p999),
-                m(|r| r.connections as f64)
+                abs(|r| r.rps),
+                ratio(|r| r.rps),
+                abs(|r| r.cpu_us),
+                ratio(|r| r.cpu_us),
+                abs(|r| r.p50),
+                abs(|r| r.p99),
+                ratio(|r| r.p99),
+                abs(|r| r.connections as f64),
             );
         }
     }
@@ -410,17 +625,13 @@ impl RetryCase {
     }
 }
 
-fn retry_cost(scale: f64) {
+fn retry_cost(calls: u64, rounds: usize) {
     const CONCURRENCY: usize = 64;
-    let rounds: usize = env_or("QG_BENCH_ROUNDS", 3);
-    let calls = (RETRY_CALLS * scale).max(100.0) as u64;
-    let rts = Runtimes::from_env();
-    let (server_rt, client_rt) = (rts.server(), rts.client());
-    let ok_server = Server::start(server_rt, Behaviour::Verdict);
-    let flaky = Server::start(server_rt, Behaviour::FailHalfOfFirstAttempts);
+    let rt = current_thread();
+    let ok_server = Server::start(&rt, Behaviour::Verdict);
+    let flaky = Server::start(&rt, Behaviour::FailHalfOfFirstAttempts);
     println!(
-        "## Retry cost: {calls} calls per run at concurrency {CONCURRENCY}, {rounds} rounds interleaved, median reported\n\nRuntime layout: {}.\n",
-        rts.describe()
+        "## Retry cost: {calls} calls per run at concurrency {CONCURRENCY}, {rounds} rounds interleaved, medians\n\nServer and client in one process, one current-thread runtime (these figures count server hits, not CPU).\n"
     );
 
     // results[case][round] = (run, hits per call)
@@ -439,13 +650,14 @@ fn retry_cost(scale: f64) {
                 _ => builder,
             };
             let client = builder.build().expect("a valid client");
-            let (run, hits) = client_rt.block_on(async {
-                drive(CONCURRENCY, WARM_UP_PER_TASK * CONCURRENCY as u64, || {
+            let (run, hits) = rt.block_on(async {
+                let warm_up = Budget::Calls(WARM_UP_PER_TASK * CONCURRENCY as u64);
+                drive(CONCURRENCY, warm_up, || CheckApi(client.clone())).await;
+                let before = server.hits();
+                let run = drive(CONCURRENCY, Budget::Calls(calls), || {
                     CheckApi(client.clone())
                 })
                 .await;
-                let before = server.hits();
-                let run = drive(CONCURRENCY, calls, || CheckApi(client.clone())).await;
                 (run, server.hits() - before)
             });
             let per_call = hits as f64 / calls as f64;
@@ -482,53 +694,82 @@ fn retry_cost(scale: f64) {
     println!();
 }
 
-// ===== one client alone, for a profiler =====
-
-fn profile(kind: Kind, calls: u64, concurrency: usize) {
-    let rts = Runtimes::from_env();
-    let (server_rt, client_rt) = (rts.server(), rts.client());
-    let server = Server::start(server_rt, Behaviour::Verdict);
-    let clients = Clients::new(&server.url(), concurrency);
-    let run = client_rt.block_on(kind.run(&clients, &server, concurrency, calls));
-    println!(
-        "{}: {calls} calls at concurrency {concurrency}: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} failed",
-        kind.label(),
-        run.rps,
-        run.p50,
-        run.p99,
-        run.failed
-    );
-}
+// ===== command line =====
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything else selects a part.
+    // `cargo bench` passes `--bench`; everything else is ours.
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
     let value = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
+            .map(String::as_str)
     };
-    let scale: f64 = env_or("QG_BENCH_SCALE", 1.0);
-    if let Some(i) = args.iter().position(|a| a == "--profile") {
-        let kind = args
-            .get(i + 1)
-            .and_then(|k| Kind::parse(k))
-            .expect("--profile raw|check|client|check-api");
-        let calls = value("--calls").unwrap_or(10_000);
-        let concurrency = value("--concurrency").unwrap_or(1) as usize;
-        profile(kind, calls, concurrency);
+    let number = |name: &str| {
+        value(name).map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} {v}: expected a number"))
+        })
+    };
+    let list = |v: &str| -> Vec<String> { v.split(',').map(|s| s.trim().to_owned()).collect() };
+
+    if flag("--server") {
+        server_process();
         return;
     }
-    let only_compare = args.iter().any(|a| a == "--compare");
-    let only_retry = args.iter().any(|a| a == "--retry");
+    if let Some(kind) = value("--client") {
+        let budget = match (number("--calls"), number("--duration-ms")) {
+            (Some(calls), _) => Budget::Calls(calls),
+            (None, Some(ms)) => Budget::For(Duration::from_millis(ms)),
+            (None, None) => Budget::Calls(10_000),
+        };
+        let concurrency = number("--concurrency").unwrap_or(1) as usize;
+        client_process(Kind::parse(kind), value("--url"), concurrency, budget);
+        return;
+    }
+
+    let quick = flag("--quick") || std::env::var("QG_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let mut kinds = vec![Kind::Raw];
+    let chosen = value("--clients").map_or_else(
+        || Kind::ALL.to_vec(),
+        |v| list(v).iter().map(|k| Kind::parse(k)).collect(),
+    );
+    kinds.extend(chosen.into_iter().filter(|k| *k != Kind::Raw));
+    let levels = value("--concurrency").map_or_else(
+        || CONCURRENCY.to_vec(),
+        |v| {
+            list(v)
+                .iter()
+                .map(|c| c.parse().expect("--concurrency 1,16,…"))
+                .collect()
+        },
+    );
+    let opts = Options {
+        kinds,
+        levels,
+        rounds: number("--rounds").unwrap_or(if quick { 1 } else { 5 }) as usize,
+        duration: Duration::from_millis(number("--duration-ms").unwrap_or(if quick {
+            300
+        } else {
+            1500
+        })),
+    };
+    let command = if args.is_empty() {
+        "cargo bench --bench throughput".to_owned()
+    } else {
+        format!("cargo bench --bench throughput -- {}", args.join(" "))
+    };
+    let only_retry = flag("--retry");
+    let only_compare = flag("--compare");
     if !only_retry {
-        compare(scale);
+        compare(&opts, &command);
     }
     if !only_compare {
-        retry_cost(scale);
+        let (calls, rounds) = if quick { (1_000, 1) } else { (10_000, 3) };
+        retry_cost(calls, rounds);
     }
 }

@@ -1,5 +1,5 @@
-//! What the `throughput` and `memory` benches share: a minimal in-process
-//! coordinator, the request they send, the runtimes and the statistics.
+//! What the `throughput` and `memory` benches share: a minimal coordinator,
+//! the request they send, the calling loop and the statistics.
 //!
 //! The coordinator here is a bare hyper HTTP/1.1 server, not the crate's
 //! `TestCoordinator`: that one records every request it receives (headers,
@@ -8,7 +8,9 @@
 //! hundreds of megabytes of memory that would swamp the client's own in the
 //! RSS figures, and per-call server work plus a global lock that would blur
 //! the differences between the clients. This server reads the body, answers a
-//! fixed verdict, and counts hits with one atomic.
+//! fixed verdict, and counts hits and connections with one atomic each;
+//! `GET /stats` answers `{hits} {connections}`, so a client in another
+//! process can read them (see [`stats`]).
 
 // Each bench binary uses a different part of this module.
 #![allow(dead_code)]
@@ -31,10 +33,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use quality_gate::QualityRequest;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
+use tokio::time::Instant;
 
-/// The verdict the server answers with: an approval with a realistic
-/// `details` object, 300-odd bytes, like the coordinator's own answers.
-pub const VERDICT: &str = r#"{"approved":true,"gate":"aiReview","message":"all gates passed","details":{"build":{"ok":true,"ms":8123},"lint":{"ok":true,"warnings":0},"test":{"ok":true,"passed":412,"failed":0},"coverage":{"ok":true,"percent":91.4},"aiReview":{"confidence":0.94,"approved":true,"findings":[]}}}"#;
+/// The verdict the server answers with, the same for every client: a bare
+/// approval, so that decoding it costs every client the same little and the
+/// figures show the cost of the call, not of serde_json.
+pub const VERDICT: &str = r#"{"approved":true,"gate":"all"}"#;
 
 /// How the server answers a check.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +123,14 @@ async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/stats" {
+        let stats = format!(
+            "{} {}",
+            state.hits.load(Ordering::Relaxed),
+            state.connections.load(Ordering::Relaxed)
+        );
+        return Ok(Response::new(Full::new(Bytes::from(stats))));
+    }
     state.hits.fetch_add(1, Ordering::Relaxed);
     // Read the whole request, as a real coordinator must.
     let body = req
@@ -165,17 +177,58 @@ fn task_number(task_id: &str) -> Option<u64> {
     task_id.rsplit('-').next()?.parse().ok()
 }
 
+/// `(hits, connections)` of the server at `url` (`http://127.0.0.1:port`),
+/// asked over a connection of its own, which the connection count includes.
+/// Blocking; called between measurements only.
+pub fn stats(url: &str) -> (u64, u64) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting for /stats");
+    stream
+        .write_all(b"GET /stats HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .expect("asking for /stats");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reading /stats");
+    let body = answer.rsplit("\r\n\r\n").next().unwrap_or_default();
+    let mut numbers = body.split_whitespace().map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+const AGENT: &str = "agent-7";
+const FILES: [&str; 5] = [
+    "src/lib.rs",
+    "src/client/mod.rs",
+    "src/retry/mod.rs",
+    "tests/client.rs",
+    "README.md",
+];
+const SUMMARY: &str = "add a retry budget shared by every clone of the client, and document it";
+
 /// The request every bench sends: a typical check of a five-file change.
 pub fn request(n: u64) -> QualityRequest {
-    QualityRequest::new(format!("task-{n}"), "agent-7")
-        .files([
-            "src/lib.rs",
-            "src/client/mod.rs",
-            "src/retry/mod.rs",
-            "tests/client.rs",
-            "README.md",
-        ])
-        .diff_summary("add a retry budget shared by every clone of the client, and document it")
+    QualityRequest::new(format!("task-{n}"), AGENT)
+        .files(FILES)
+        .diff_summary(SUMMARY)
+}
+
+/// The heap [`request`]`(n)` owns if it keeps its inputs as `String`s and
+/// its files as a `Vec<String>`: worked out from the inputs, so that it
+/// needs nothing but the builder from the crate.
+pub fn request_heap(n: u64) -> usize {
+    format!("task-{n}").len()
+        + AGENT.len()
+        + SUMMARY.len()
+        + FILES.len() * std::mem::size_of::<String>()
+        + FILES.iter().map(|f| f.len()).sum::<usize>()
+}
+
+/// A current-thread Tokio runtime, time and I/O enabled: one thread runs
+/// every task, as on a core of its own.
+pub fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a Tokio runtime")
 }
 
 /// A Tokio runtime with `workers` worker threads, time and I/O enabled.
@@ -186,61 +239,6 @@ pub fn runtime(name: &str, workers: usize) -> Runtime {
         .enable_all()
         .build()
         .expect("building a Tokio runtime")
-}
-
-/// Where the server and the clients run.
-///
-/// `shared` (the default): one current-thread Tokio runtime runs both, so
-/// every call costs its client and server work on one thread, in turn, with
-/// no cross-thread wake-ups. That measures what a call costs in CPU and is
-/// steady from run to run; on two cores it leaves the other core to
-/// everything else on the machine.
-///
-/// `split`: a runtime each, with one worker thread each, so the server and
-/// the clients run in parallel on the two cores. Closer to a real
-/// deployment, but the latency of waking a parked thread and where the
-/// scheduler puts the two threads dominate, so run-to-run spread is large.
-pub struct Runtimes {
-    server: Runtime,
-    client: Option<Runtime>,
-}
-
-impl Runtimes {
-    /// The layout `QG_BENCH_RUNTIME` names (`shared` or `split`).
-    pub fn from_env() -> Runtimes {
-        match std::env::var("QG_BENCH_RUNTIME").as_deref() {
-            Ok("split") => Runtimes {
-                server: runtime("bench-server", 1),
-                client: Some(runtime("bench-client", 1)),
-            },
-            Ok("shared") | Err(_) => Runtimes {
-                server: tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building a Tokio runtime"),
-                client: None,
-            },
-            Ok(other) => panic!("QG_BENCH_RUNTIME={other}: expected shared or split"),
-        }
-    }
-
-    /// A description for the report.
-    pub fn describe(&self) -> &'static str {
-        match self.client {
-            None => "shared: server and clients on one current-thread runtime",
-            Some(_) => "split: server and clients on a one-worker runtime each",
-        }
-    }
-
-    /// The runtime the server runs on.
-    pub fn server(&self) -> &Runtime {
-        &self.server
-    }
-
-    /// The runtime the clients run on.
-    pub fn client(&self) -> &Runtime {
-        self.client.as_ref().unwrap_or(&self.server)
-    }
 }
 
 /// A bench parameter from the environment, or its default.
@@ -301,14 +299,14 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// What one run of a fixed number of calls measured.
-#[derive(Clone, Debug)]
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
 pub struct Run {
     /// Calls per second, completed (`ok + failed`) over wall time.
     pub rps: f64,
-    /// Calls per second of CPU time used by the whole process (clients and,
-    /// when it runs in this process, the server).
-    pub cpu_rps: f64,
+    /// CPU time the process used per call, in microseconds: user and system,
+    /// every thread (the client's alone when the server runs elsewhere).
+    pub cpu_us: f64,
     /// Latency quantiles of a call, in microseconds.
     pub p50: f64,
     pub p99: f64,
@@ -319,6 +317,15 @@ pub struct Run {
     /// Connections the server accepted during the run, when the caller
     /// counts them (the pool opening more than the warm-up left it).
     pub connections: u64,
+}
+
+/// How long [`drive`] goes on.
+#[derive(Clone, Copy, Debug)]
+pub enum Budget {
+    /// This many calls in all.
+    Calls(u64),
+    /// Calls start until this much time has passed.
+    For(Duration),
 }
 
 /// One way of making a check: a client, or a clone of one, owned by one
@@ -333,35 +340,48 @@ pub trait Caller: Send + 'static {
 /// for the retry of an old one.
 static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
 
-/// Makes `calls` calls from `concurrency` tasks on the current runtime, each
-/// task calling its own [`Caller`] in a loop, and times every call.
+/// Makes calls from `concurrency` tasks on the current runtime until the
+/// budget is spent, each task calling its own [`Caller`] in a loop, and
+/// times every call.
 ///
 /// `make` builds one caller per task (a clone of the client, say).
-pub async fn drive<C: Caller>(concurrency: usize, calls: u64, make: impl Fn() -> C) -> Run {
+pub async fn drive<C: Caller>(concurrency: usize, budget: Budget, make: impl Fn() -> C) -> Run {
     let next = Arc::new(AtomicU64::new(0));
     let cpu = cpu_ns();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let (calls, deadline) = match budget {
+        Budget::Calls(n) => (n, None),
+        Budget::For(d) => (u64::MAX, Some(started + d)),
+    };
+    let expected = match budget {
+        Budget::Calls(n) => n as usize / concurrency + 1,
+        Budget::For(_) => 1024,
+    };
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let next = next.clone();
         let mut caller = make();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity((calls as usize / concurrency) + 1);
+            let mut latencies = Vec::with_capacity(expected);
             let mut failed = 0u64;
             loop {
                 if next.fetch_add(1, Ordering::Relaxed) >= calls {
                     break;
                 }
                 let req = request(NEXT_TASK.fetch_add(1, Ordering::Relaxed));
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 let ok = caller.call(req).await;
-                latencies.push(t.elapsed().as_nanos() as u64);
+                let done = Instant::now();
+                latencies.push((done - t).as_nanos() as u64);
+                if deadline.is_some_and(|d| done >= d) {
+                    break;
+                }
                 failed += u64::from(!ok);
             }
             (latencies, failed)
         }));
     }
-    let mut all = Vec::with_capacity(calls as usize);
+    let mut all = Vec::new();
     let mut failed = 0;
     for task in tasks {
         let (latencies, f) = task.await.expect("bench task panicked");
@@ -369,12 +389,12 @@ pub async fn drive<C: Caller>(concurrency: usize, calls: u64, make: impl Fn() ->
         failed += f;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = (cpu_ns() - cpu) as f64 / 1e9;
+    let cpu = (cpu_ns() - cpu) as f64 / 1e3;
     all.sort_unstable();
     let us = |q| quantile(&all, q) as f64 / 1000.0;
     Run {
         rps: all.len() as f64 / elapsed,
-        cpu_rps: all.len() as f64 / cpu,
+        cpu_us: cpu / all.len() as f64,
         p50: us(0.50),
         p99: us(0.99),
         p999: us(0.999),
