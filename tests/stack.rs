@@ -227,3 +227,80 @@ async fn the_breaker_composes_above_a_tower_timeout() {
     assert!(err.is_circuit_open(), "{err:?}");
     assert_eq!(coordinator.hits(), 2);
 }
+
+/// A policy that sleeps past the call's deadline (unlike the crate's, which
+/// never does) is cut by the deadline layer at the deadline, with the
+/// attempts made; and a stack without an attempt timeout is bounded by the
+/// deadline alone.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cuts_a_wait_no_attempt_timer_covers() {
+    #[derive(Clone)]
+    struct SleepsLong;
+    impl Policy<Call, QualityResponse, Error> for SleepsLong {
+        type Future = tokio::time::Sleep;
+        fn retry(
+            &mut self,
+            _call: &mut Call,
+            result: &mut Result<QualityResponse, Error>,
+        ) -> Option<Self::Future> {
+            result
+                .is_err()
+                .then(|| tokio::time::sleep(Duration::from_secs(60)))
+        }
+        fn clone_request(&mut self, call: &Call) -> Option<Call> {
+            Some(call.clone())
+        }
+    }
+
+    let coordinator = TestCoordinator::start().await;
+    coordinator.push(Reply::status(503));
+    let b = builder(coordinator.url());
+    let service = ServiceBuilder::new()
+        .layer(b.identify_layer())
+        .layer(b.deadline_layer())
+        .retry(SleepsLong)
+        .layer(b.attempt_timeout_layer())
+        .service(b.check_service().unwrap());
+    let start = tokio::time::Instant::now();
+    let req = QualityRequest::new("t", "a").timeout(Duration::from_secs(2));
+    let err = service.oneshot(req).await.unwrap_err();
+    assert!(err.is_total_timeout(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(err.attempts(), Some(1));
+
+    // No attempt timeout at all: the deadline alone bounds a hang.
+    coordinator.always(Reply::hang());
+    let bare = ServiceBuilder::new()
+        .layer(b.identify_layer())
+        .layer(b.deadline_layer())
+        .service(b.check_service().unwrap());
+    let start = tokio::time::Instant::now();
+    let req = QualityRequest::new("t", "a").timeout(Duration::from_millis(200));
+    let err = bare.oneshot(req).await.unwrap_err();
+    assert!(err.is_total_timeout(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+}
+
+/// With the crate's policy, a call whose retried attempt runs into the
+/// deadline fails at the deadline with a total timeout that carries the
+/// attempts and, as its source, the error that was retried.
+#[tokio::test(start_paused = true)]
+async fn a_call_out_of_time_says_what_went_wrong_before() {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.push(Reply::status(503)).push(Reply::hang());
+    let client = builder(coordinator.url())
+        .attempt_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let req = QualityRequest::new("t", "a").timeout(Duration::from_secs(2));
+    let err = client.check(req).await.unwrap_err();
+    assert!(err.is_total_timeout(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(err.attempts(), Some(2));
+    assert!(err.request_id().is_some_and(|id| id.starts_with("qg-")));
+    let cause = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<Error>())
+        .expect("the retried attempt's error as the cause");
+    assert_eq!(cause.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+}

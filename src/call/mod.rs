@@ -67,6 +67,9 @@ struct Inner {
     headers: HeaderMap,
     deadline: Option<Instant>,
     attempts: AtomicU32,
+    /// Attempts under an [`AttemptTimeout`](crate::timeout::AttemptTimeout)
+    /// right now, whose timers fire by the call's deadline at the latest.
+    timed_attempts: AtomicU32,
     /// The last failed attempt's error, kept by the retry policy when it
     /// decides to retry, so that a deadline passing in the wait that
     /// follows can say what went wrong before.
@@ -126,6 +129,7 @@ impl Call {
                 headers: options.headers,
                 deadline,
                 attempts: AtomicU32::new(0),
+                timed_attempts: AtomicU32::new(0),
                 last_error: Mutex::new(None),
                 hedge_slot: Mutex::new(None),
                 span,
@@ -181,6 +185,19 @@ impl Call {
         self.inner.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Marks an attempt whose timer fires by the call's deadline at the
+    /// latest as started; the guard marks it ended when dropped.
+    pub(crate) fn timed_attempt(&self) -> TimedAttempt {
+        self.inner.timed_attempts.fetch_add(1, Ordering::Relaxed);
+        TimedAttempt(self.clone())
+    }
+
+    /// Whether an attempt timer bounds the call by its deadline right now,
+    /// so the deadline needs no timer of its own.
+    pub(crate) fn deadline_covered(&self) -> bool {
+        self.inner.timed_attempts.load(Ordering::Relaxed) > 0
+    }
+
     /// Takes back the count of an attempt the coordinator provably never
     /// processed.
     pub(crate) fn uncount_attempt(&self) {
@@ -220,6 +237,15 @@ impl Call {
             Some(id) => error.with_request_id(id.clone()),
             None => error,
         }
+    }
+}
+
+/// An attempt under a timer bounded by the call's deadline, while it lives.
+pub(crate) struct TimedAttempt(Call);
+
+impl Drop for TimedAttempt {
+    fn drop(&mut self) {
+        self.0.inner.timed_attempts.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

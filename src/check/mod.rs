@@ -90,7 +90,12 @@ impl QualityCheck {
         // call's own, and its id.
         let headers = request.headers_mut();
         headers.reserve(self.config.headers.len() + call.headers().len() + 1);
-        headers.extend(self.config.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+        headers.extend(
+            self.config
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone())),
+        );
         for (name, value) in call.headers() {
             headers.insert(name.clone(), value.clone());
         }

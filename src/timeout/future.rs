@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::call::Call;
+use crate::call::{Call, TimedAttempt};
 use crate::error::{Error, TimeoutKind};
 
 pin_project! {
@@ -20,8 +20,14 @@ pin_project! {
         inner: Option<F>,
         #[pin]
         timer: Option<Sleep>,
+        // A deadline's timer is armed only while no attempt timer bounds
+        // the call (in a backoff wait, say): on the common path a call has
+        // one timer, its attempt's.
+        lazy_until: Option<Instant>,
         kind: TimeoutKind,
         call: Option<Call>,
+        // Held by an attempt's future: the attempt is timed.
+        attempt: Option<TimedAttempt>,
     }
 }
 
@@ -30,17 +36,35 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: Some(inner),
             timer: None,
+            lazy_until: None,
             kind: TimeoutKind::Total,
             call: None,
+            attempt: None,
         }
     }
 
-    pub(super) fn timed(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
+    /// An attempt, bounded by a timer at `at`, which is no later than the
+    /// call's deadline.
+    pub(super) fn attempt(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
         ResponseFuture {
             inner: Some(inner),
             timer: Some(tokio::time::sleep_until(at)),
+            lazy_until: None,
             kind,
+            attempt: Some(call.timed_attempt()),
             call: Some(call),
+        }
+    }
+
+    /// A whole call, bounded by its deadline `at`.
+    pub(super) fn deadline(inner: F, at: Instant, call: Call) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            timer: None,
+            lazy_until: Some(at),
+            kind: TimeoutKind::Total,
+            call: Some(call),
+            attempt: None,
         }
     }
 
@@ -48,8 +72,10 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             timer: None,
+            lazy_until: None,
             kind: TimeoutKind::Total,
             call: Some(call),
+            attempt: None,
         }
     }
 }
@@ -62,18 +88,30 @@ where
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         // The inner call first: an answer that is ready wins over a timer
         // that fired in the same tick.
         if let Some(inner) = this.inner.as_pin_mut() {
             if let Poll::Ready(result) = inner.poll(cx) {
+                this.attempt.take();
                 return Poll::Ready(result);
+            }
+            if this.timer.is_none() {
+                // A deadline's timer, armed the first time no attempt timer
+                // covers the call. Every wake-up of the call polls from the
+                // top, so this runs again whenever an attempt ends.
+                let covered = this.call.as_ref().is_some_and(Call::deadline_covered);
+                match *this.lazy_until {
+                    Some(at) if !covered => this.timer.set(Some(tokio::time::sleep_until(at))),
+                    _ => return Poll::Pending,
+                }
             }
             match this.timer.as_pin_mut() {
                 Some(timer) => ready!(timer.poll(cx)),
                 None => return Poll::Pending,
             }
         }
+        this.attempt.take();
         // The cause of a call that ran out of time is its last failed
         // attempt, if one was retried; an attempt's own timeout has none.
         let cause = match this.kind {

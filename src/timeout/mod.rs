@@ -80,7 +80,7 @@ where
             Some(at) if at <= Instant::now() => ResponseFuture::expired(call),
             Some(at) => {
                 let inner = self.inner.call(call.clone());
-                ResponseFuture::timed(inner, at, TimeoutKind::Total, call)
+                ResponseFuture::deadline(inner, at, call)
             }
         }
     }
@@ -130,6 +130,6 @@ where
             _ => (own, TimeoutKind::Attempt),
         };
         let inner = self.inner.call(call.clone());
-        ResponseFuture::timed(inner, at, kind, call)
+        ResponseFuture::attempt(inner, at, kind, call)
     }
 }
