@@ -30,8 +30,26 @@ pub(crate) fn next() -> HeaderValue {
     for i in 0..digits {
         id[20 + i] = HEX[(n >> (4 * (digits - 1 - i))) as usize & 0xf];
     }
-    // Only ASCII hex digits and dashes: always a valid header value.
-    HeaderValue::from_bytes(&id[..20 + digits]).unwrap_or_else(|_| HeaderValue::from_static("qg"))
+    // One allocation that clones share by reference count (a `Bytes` copied
+    // from a slice would allocate again on its first clone, for the header
+    // of each attempt). Only ASCII hex digits and dashes: always valid.
+    let bytes = bytes::Bytes::from_owner(Id {
+        buf: id,
+        len: 20 + digits,
+    });
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("qg"))
+}
+
+/// An id's bytes, owned by the `Bytes` that shows them.
+struct Id {
+    buf: [u8; 36],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Id {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 #[cfg(test)]

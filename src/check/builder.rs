@@ -377,6 +377,11 @@ impl QualityCheckBuilder {
             }
             headers.append(name, value);
         }
+        if let Some(name) = &request_id_header {
+            // A place for each call's id, filled in per attempt: the map
+            // cloned for an attempt then never grows.
+            headers.insert(name.clone(), HeaderValue::from_static(""));
+        }
         Ok(Config {
             base,
             request_id_header,

@@ -31,6 +31,9 @@ impl QualityCheck {
         *request.uri_mut() = self.config.health_uri.clone();
         *request.headers_mut() = self.config.headers.clone();
         request.headers_mut().remove(http::header::CONTENT_TYPE);
+        if let Some(name) = &self.config.request_id_header {
+            request.headers_mut().remove(name);
+        }
         let call = async {
             let response = self.client.request(request).await.map_err(classify)?;
             let status = response.status();

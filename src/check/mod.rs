@@ -86,21 +86,18 @@ impl QualityCheck {
         let mut request = http::Request::new(Full::new(call.body().clone()));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.config.check_uri.clone();
-        // One allocation of the right size: the configured headers, the
-        // call's own, and its id.
+        // The configured headers hold a place for the id (see the builder),
+        // so filling it in does not grow the map.
         let headers = request.headers_mut();
-        headers.reserve(self.config.headers.len() + call.headers().len() + 1);
-        headers.extend(
-            self.config
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone())),
-        );
+        *headers = self.config.headers.clone();
+        if let Some(name) = &self.config.request_id_header {
+            match call.request_id() {
+                Some(id) => headers.insert(name, id.clone()),
+                None => headers.remove(name),
+            };
+        }
         for (name, value) in call.headers() {
             headers.insert(name.clone(), value.clone());
-        }
-        if let (Some(name), Some(id)) = (&self.config.request_id_header, call.request_id()) {
-            headers.insert(name.clone(), id.clone());
         }
         ResponseFuture::new(self.client.request(request), self.config.clone(), span)
     }
