@@ -39,6 +39,7 @@ pub mod classify;
 mod client;
 mod error;
 pub mod gate;
+pub mod limit;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]

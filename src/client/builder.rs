@@ -16,6 +16,7 @@ use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::call::{Call, IdentifyLayer};
 use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
+use crate::limit::AdaptiveLimitConfig;
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::wire::QualityResponse;
@@ -79,6 +80,8 @@ pub struct ClientBuilder {
     pub(super) replica_urls: Vec<String>,
     pub(super) replica_ejection: CircuitBreakerConfig,
     pub(super) hedging: Option<Hedging>,
+    /// Set in `discovery.rs`.
+    pub(super) adaptive: Option<AdaptiveLimitConfig>,
 }
 
 impl ClientBuilder {
@@ -94,6 +97,7 @@ impl ClientBuilder {
             replica_urls: Vec::new(),
             replica_ejection: DEFAULT_REPLICA_EJECTION,
             hedging: None,
+            adaptive: None,
         }
     }
 
@@ -346,7 +350,10 @@ impl ClientBuilder {
     /// Tokio runtime).
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
-            return Ok(Either::Left(self.check_service()?));
+            return match self.adaptive_target()? {
+                Some(target) => Ok(Either::Right(target)),
+                None => Ok(Either::Left(self.check_service()?)),
+            };
         }
         let checks = if self.replica_urls.len() > 1 {
             self.replica_urls
@@ -365,6 +372,7 @@ impl ClientBuilder {
                 queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
                 slots: self.semaphore.clone(),
                 max_attempts: self.policy.max_attempts(),
+                adaptive: self.adaptive,
             },
         )?))
     }
@@ -379,6 +387,9 @@ impl ClientBuilder {
             return Err(Error::config(
                 "a concurrency limit of 0 would block every call; use None for no limit",
             ));
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate()?;
         }
         let target = self.target_service()?;
         let check = match &target {

@@ -2,6 +2,7 @@
 //! concurrency-limit layers.
 
 mod builder;
+mod discovery;
 mod future;
 mod replicas;
 

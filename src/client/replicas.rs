@@ -11,13 +11,14 @@ use tower::discover::ServiceList;
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::load_shed::LoadShed;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::ServiceExt;
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig};
 use crate::call::Call;
 use crate::check::QualityCheck;
 use crate::error::{BoxError, Error, TimeoutKind};
+use crate::limit::{AdaptiveLimit, AdaptiveLimitConfig};
 use crate::timeout::AttemptTimeout;
 use crate::wire::QualityResponse;
 
@@ -43,6 +44,8 @@ pub(crate) struct Routing {
     pub(crate) slots: Arc<Semaphore>,
     /// A hedged copy counts as an attempt, and is not sent past the last.
     pub(crate) max_attempts: u32,
+    /// An adaptive concurrency limit per replica.
+    pub(crate) adaptive: Option<AdaptiveLimitConfig>,
 }
 
 /// When to send a second copy of a slow attempt (tower's hedge).
@@ -103,6 +106,7 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
         queue,
         slots,
         max_attempts,
+        adaptive,
     } = routing;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::config(
@@ -111,10 +115,21 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
     }
     let mut checks = checks;
     let target = match (checks.pop(), checks.is_empty()) {
-        (Some(only), true) => BoxCloneSyncService::new(only),
+        (Some(only), true) => match adaptive {
+            Some(config) => BoxCloneSyncService::new(AdaptiveLimit::new(
+                AttemptTimeout::new(only, attempt_timeout),
+                config,
+            )),
+            None => BoxCloneSyncService::new(only),
+        },
         (Some(last), false) => {
             checks.push(last);
-            balanced(checks, attempt_timeout, ejection, queue)
+            let replica = Replica {
+                attempt_timeout,
+                ejection,
+                adaptive,
+            };
+            balanced(checks, replica, queue)
         }
         (None, _) => return Err(Error::config("no coordinator URL given")),
     };
@@ -132,24 +147,50 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
     })
 }
 
-fn balanced(
-    checks: Vec<QualityCheck>,
-    attempt_timeout: Duration,
-    ejection: CircuitBreakerConfig,
-    queue: usize,
-) -> Routed {
-    // Each replica times its own attempts, so that a replica that hangs is
-    // ejected like one that fails; the client's attempt timeout still
-    // bounds the wait for the balancer.
+/// How each replica behind the balancer is wrapped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replica {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) ejection: CircuitBreakerConfig,
+    pub(crate) adaptive: Option<AdaptiveLimitConfig>,
+}
+
+/// One replica as the balancer sees it: its attempts timed, limited when an
+/// adaptive limit is set, ejected while failing, its pending calls counted.
+pub(crate) type ReplicaService = PendingRequests<
+    CircuitBreaker<
+        Either<AdaptiveLimit<AttemptTimeout<QualityCheck>>, AttemptTimeout<QualityCheck>>,
+    >,
+    CompleteOnResponse,
+>;
+
+impl Replica {
+    /// Wraps one replica's check, labelled `label` in the breaker's events.
+    pub(crate) fn wrap(&self, check: QualityCheck, label: &str) -> ReplicaService {
+        // Each replica times its own attempts, so that a replica that hangs
+        // is ejected like one that fails (and its limit sees the timeout);
+        // the client's attempt timeout still bounds the wait for the
+        // balancer.
+        let timed = AttemptTimeout::new(check, self.attempt_timeout);
+        // A limit per replica, inside the breaker: a replica at its limit is
+        // not ready, and the balancer picks another.
+        let limited = match self.adaptive {
+            Some(config) => Either::Left(AdaptiveLimit::new(timed, config)),
+            None => Either::Right(timed),
+        };
+        PendingRequests::new(
+            CircuitBreaker::ejecting(limited, self.ejection, label),
+            CompleteOnResponse::default(),
+        )
+    }
+}
+
+fn balanced(checks: Vec<QualityCheck>, replica: Replica, queue: usize) -> Routed {
     let replicas: Vec<_> = checks
         .into_iter()
         .map(|check| {
             let label = check.base_url().to_string();
-            let timed = AttemptTimeout::new(check, attempt_timeout);
-            PendingRequests::new(
-                CircuitBreaker::ejecting(timed, ejection, &label),
-                CompleteOnResponse::default(),
-            )
+            replica.wrap(check, &label)
         })
         .collect();
     // With every replica ejected the balancer is not ready; shedding turns
