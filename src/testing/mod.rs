@@ -30,6 +30,8 @@ mod body;
 mod conn;
 mod reply;
 mod server;
+mod state;
+mod sync;
 
 use std::fmt;
 use std::io;
@@ -37,32 +39,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method};
-use tokio::time::Instant;
-
 pub use self::reply::Reply;
-use self::server::{lock, Server, Shared};
-use crate::wire::QualityRequest;
-
-/// One request the coordinator received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    /// The method.
-    pub method: Method,
-    /// The path and query.
-    pub path: String,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The raw body.
-    pub body: Bytes,
-    /// The body parsed as a check request, if it was one.
-    pub request: Option<QualityRequest>,
-    /// When it arrived (tokio's clock, so paused time applies).
-    pub at: Instant,
-    /// The connection it arrived on, numbered from 0 in order of acceptance.
-    pub connection: u64,
-}
+use self::server::Server;
+pub use self::state::Recorded;
+use self::state::Shared;
+use self::sync::lock;
 
 /// A scriptable coordinator on 127.0.0.1, shut down when dropped.
 ///
