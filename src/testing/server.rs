@@ -101,6 +101,7 @@ async fn handle(
     conn: Arc<Conn>,
 ) -> Result<Response<FaultBody>, Cut> {
     let guard = InFlight::enter(shared.clone(), conn.clone());
+    let arrived = Instant::now();
 
     let (parts, body) = req.into_parts();
     let body = body
@@ -139,8 +140,17 @@ async fn handle(
         lock(&shared.recorded).push(recorded);
     }
 
+    if is_check {
+        let capacity = lock(&shared.capacity).clone();
+        if let Some(capacity) = capacity {
+            capacity.serve().await;
+        }
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if is_check && shared.recording.load(Ordering::SeqCst) {
+        lock(&shared.latencies).push(arrived.elapsed());
     }
     match reply.abort {
         Some(Abort::Close) => {

@@ -4,9 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::conn::Conn;
@@ -48,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicU64,
     /// The connections open now, by id.
     pub(crate) open: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// How many checks it serves at a time, if it is limited.
+    pub(crate) capacity: Mutex<Option<Capacity>>,
+    /// How long each check took to answer, queue included.
+    pub(crate) latencies: Mutex<Vec<Duration>>,
 }
 
 impl Shared {
@@ -63,6 +69,8 @@ impl Shared {
             peak: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
+            capacity: Mutex::new(None),
+            latencies: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,5 +106,22 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.conn.leave();
         self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A coordinator that serves `slots` checks at a time, each taking
+/// `service_time`; the others wait in its queue, first come first served.
+#[derive(Clone, Debug)]
+pub(crate) struct Capacity {
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) service_time: Duration,
+}
+
+impl Capacity {
+    /// Waits for a slot, then serves for `service_time`.
+    pub(crate) async fn serve(&self) {
+        // The semaphore is never closed; a closed one serves at once.
+        let _slot = self.slots.acquire().await;
+        tokio::time::sleep(self.service_time).await;
     }
 }
