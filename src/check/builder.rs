@@ -9,6 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::config::{self, Config, Secret};
 use super::connector::{self, Tls};
+use super::resolve::Resolver;
 use super::QualityCheck;
 use crate::error::Error;
 use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
@@ -63,6 +64,7 @@ pub struct QualityCheckBuilder {
     health_timeout: Duration,
     request_id_header: Option<String>,
     tls: Tls,
+    resolver: Resolver,
 }
 
 impl QualityCheckBuilder {
@@ -81,6 +83,7 @@ impl QualityCheckBuilder {
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             request_id_header: Some(DEFAULT_REQUEST_ID_HEADER.to_owned()),
             tls: Tls::default(),
+            resolver: Resolver::default(),
         }
     }
 
@@ -201,7 +204,12 @@ impl QualityCheckBuilder {
     /// used there; building itself spawns nothing.
     pub fn build(self) -> Result<QualityCheck, Error> {
         let config = self.config()?;
-        let http = connector::connector(self.connect_timeout, self.http2, &self.tls)?;
+        let http = connector::connector(
+            self.connect_timeout,
+            self.http2,
+            &self.tls,
+            self.resolver.clone(),
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -261,6 +269,14 @@ impl QualityCheckBuilder {
             health_timeout: self.health_timeout,
             secrets,
         })
+    }
+
+    /// Connects to `addrs` instead of resolving the base URL's host, which
+    /// still names the coordinator in the `Host` header and for TLS; empty
+    /// means the system resolver (the default). Set by replica discovery.
+    pub(crate) fn pin_addresses(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
+        self.resolver = Resolver::pinned(addrs);
+        self
     }
 }
 

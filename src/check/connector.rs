@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::resolve::Resolver;
 use crate::error::Error;
 
 /// The connector type of this build.
 #[cfg(not(feature = "rustls"))]
-pub(crate) type Connector = HttpConnector;
+pub(crate) type Connector = HttpConnector<Resolver>;
 
 /// The connector type of this build.
 #[cfg(feature = "rustls")]
-pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector<Resolver>>;
 
 /// TLS options of a build with the `rustls` feature.
 #[derive(Clone, Debug, Default)]
@@ -26,8 +27,8 @@ pub(crate) struct Tls {
     pub(crate) no_builtin_roots: bool,
 }
 
-fn tcp(connect_timeout: Option<Duration>) -> HttpConnector {
-    let mut http = HttpConnector::new();
+fn tcp(connect_timeout: Option<Duration>, resolver: Resolver) -> HttpConnector<Resolver> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_nodelay(true);
     http.set_connect_timeout(connect_timeout);
     http
@@ -38,8 +39,9 @@ pub(crate) fn connector(
     connect_timeout: Option<Duration>,
     _http2: bool,
     _tls: &Tls,
+    resolver: Resolver,
 ) -> Result<Connector, Error> {
-    Ok(tcp(connect_timeout))
+    Ok(tcp(connect_timeout, resolver))
 }
 
 #[cfg(feature = "rustls")]
@@ -47,6 +49,7 @@ pub(crate) fn connector(
     connect_timeout: Option<Duration>,
     http2: bool,
     tls: &Tls,
+    resolver: Resolver,
 ) -> Result<Connector, Error> {
     use std::sync::Arc;
 
@@ -71,7 +74,7 @@ pub(crate) fn connector(
     .map_err(|e| Error::config_with("TLS protocol versions", e))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut http = tcp(connect_timeout);
+    let mut http = tcp(connect_timeout, resolver);
     http.enforce_http(false);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
