@@ -37,6 +37,7 @@ pub mod call;
 mod check;
 pub mod classify;
 mod client;
+pub mod discover;
 mod error;
 pub mod gate;
 pub mod limit;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
-use tower::discover::ServiceList;
+use tower::discover::{Discover, ServiceList};
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::load_shed::LoadShed;
@@ -99,6 +99,31 @@ impl tower::hedge::Policy<Call> for HedgePolicy {
 /// Builds the routed attempt target. Needs a Tokio runtime: the balancer
 /// and the hedge each run behind a `Buffer`, whose worker is a task.
 pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Routed, Error> {
+    routed_by(routing, |replica, queue| {
+        let mut checks = checks;
+        Ok(match (checks.pop(), checks.is_empty()) {
+            (Some(only), true) => match replica.adaptive {
+                Some(config) => BoxCloneSyncService::new(AdaptiveLimit::new(
+                    AttemptTimeout::new(only, replica.attempt_timeout),
+                    config,
+                )),
+                None => BoxCloneSyncService::new(only),
+            },
+            (Some(last), false) => {
+                checks.push(last);
+                balanced(checks, replica, queue)
+            }
+            (None, _) => return Err(Error::config("no coordinator URL given")),
+        })
+    })
+}
+
+/// Builds the attempt target with `target`, given how to wrap each replica
+/// and the queue in front of a balancer, then hedges it if asked.
+pub(crate) fn routed_by(
+    routing: Routing,
+    target: impl FnOnce(Replica, usize) -> Result<Routed, Error>,
+) -> Result<Routed, Error> {
     let Routing {
         attempt_timeout,
         ejection,
@@ -113,26 +138,12 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
             "a client with several replicas or hedging must be built inside a Tokio runtime",
         ));
     }
-    let mut checks = checks;
-    let target = match (checks.pop(), checks.is_empty()) {
-        (Some(only), true) => match adaptive {
-            Some(config) => BoxCloneSyncService::new(AdaptiveLimit::new(
-                AttemptTimeout::new(only, attempt_timeout),
-                config,
-            )),
-            None => BoxCloneSyncService::new(only),
-        },
-        (Some(last), false) => {
-            checks.push(last);
-            let replica = Replica {
-                attempt_timeout,
-                ejection,
-                adaptive,
-            };
-            balanced(checks, replica, queue)
-        }
-        (None, _) => return Err(Error::config("no coordinator URL given")),
+    let replica = Replica {
+        attempt_timeout,
+        ejection,
+        adaptive,
     };
+    let target = target(replica, queue)?;
     Ok(match hedging {
         None => target,
         Some(h) => {
@@ -157,16 +168,14 @@ pub(crate) struct Replica {
 
 /// One replica as the balancer sees it: its attempts timed, limited when an
 /// adaptive limit is set, ejected while failing, its pending calls counted.
-pub(crate) type ReplicaService = PendingRequests<
-    CircuitBreaker<
-        Either<AdaptiveLimit<AttemptTimeout<QualityCheck>>, AttemptTimeout<QualityCheck>>,
-    >,
+pub(crate) type ReplicaService<S = QualityCheck> = PendingRequests<
+    CircuitBreaker<Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>>,
     CompleteOnResponse,
 >;
 
 impl Replica {
     /// Wraps one replica's check, labelled `label` in the breaker's events.
-    pub(crate) fn wrap(&self, check: QualityCheck, label: &str) -> ReplicaService {
+    pub(crate) fn wrap<S>(&self, check: S, label: &str) -> ReplicaService<S> {
         // Each replica times its own attempts, so that a replica that hangs
         // is ejected like one that fails (and its limit sees the timeout);
         // the client's attempt timeout still bounds the wait for the
@@ -213,4 +222,18 @@ fn routed_error(err: BoxError) -> Error {
         return Error::no_replica();
     }
     Error::from_layer(err, TimeoutKind::Attempt)
+}
+
+/// Balances over the replicas a discovery stream inserts and removes.
+///
+/// Unlike the fixed list, there is no load shedding in front: before the
+/// first resolution answers there is no replica yet, and a call waits for
+/// one (within its attempt timeout) instead of failing at once.
+pub(crate) fn balanced_discover<D>(discover: D, queue: usize) -> Routed
+where
+    D: Discover<Service = ReplicaService<Routed>> + Unpin + Send + 'static,
+    D::Key: std::hash::Hash + Clone + Send,
+    D::Error: Into<BoxError>,
+{
+    buffered(Balance::new(discover), queue)
 }
