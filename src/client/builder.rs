@@ -82,6 +82,8 @@ pub struct ClientBuilder {
     pub(super) hedging: Option<Hedging>,
     /// Set in `discovery.rs`.
     pub(super) adaptive: Option<AdaptiveLimitConfig>,
+    /// Set in `discovery.rs`.
+    pub(super) discovery: Option<super::discovery::Discovered>,
 }
 
 impl ClientBuilder {
@@ -98,6 +100,7 @@ impl ClientBuilder {
             replica_ejection: DEFAULT_REPLICA_EJECTION,
             hedging: None,
             adaptive: None,
+            discovery: None,
         }
     }
 
@@ -349,6 +352,9 @@ impl ClientBuilder {
     /// URLs or hedging, the balanced and/or hedged replicas (which need a
     /// Tokio runtime).
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
+        if let Some(target) = self.discovered_target()? {
+            return Ok(Either::Right(target));
+        }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
             return match self.adaptive_target()? {
                 Some(target) => Ok(Either::Right(target)),
@@ -363,18 +369,7 @@ impl ClientBuilder {
         } else {
             vec![self.check_service()?]
         };
-        Ok(Either::Right(replicas::routed(
-            checks,
-            replicas::Routing {
-                attempt_timeout: self.attempt_timeout,
-                ejection: self.replica_ejection,
-                hedging: self.hedging,
-                queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
-                slots: self.semaphore.clone(),
-                max_attempts: self.policy.max_attempts(),
-                adaptive: self.adaptive,
-            },
-        )?))
+        Ok(Either::Right(replicas::routed(checks, self.routing())?))
     }
 
     /// Validates the options and builds the client, from exactly the layers
@@ -420,6 +415,19 @@ impl ClientBuilder {
             hedging: self.hedging,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
+    }
+
+    /// How attempts are routed over replicas.
+    pub(super) fn routing(&self) -> replicas::Routing {
+        replicas::Routing {
+            attempt_timeout: self.attempt_timeout,
+            ejection: self.replica_ejection,
+            hedging: self.hedging,
+            queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
+            slots: self.semaphore.clone(),
+            max_attempts: self.policy.max_attempts(),
+            adaptive: self.adaptive,
+        }
     }
 
     fn permits(&self) -> usize {
