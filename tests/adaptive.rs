@@ -201,3 +201,50 @@ async fn large_coordinator_fixed_64_leaves_half_of_it_idle() {
     let capacity = 128.0 / T.as_secs_f64();
     assert!(figures.throughput <= 0.55 * capacity);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_replica_gets_a_limit_of_its_own() {
+    let (small, _) = coordinator(4).await;
+    let (large, unloaded) = coordinator(16).await;
+    let client = QualityClient::builder(small.url())
+        .base_urls([small.url(), large.url()])
+        .adaptive_concurrency(AdaptiveLimitConfig::default())
+        .concurrency_limit(None)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..64)
+        .map(|i| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let req = QualityRequest::new(format!("task-{i}"), "agent-1");
+                    client.check(req).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(T * 200).await;
+    small.reset();
+    large.reset();
+    let (mut at_small, mut at_large) = (Vec::new(), Vec::new());
+    for _ in 0..800 {
+        at_small.push(small.in_flight());
+        at_large.push(large.in_flight());
+        tokio::time::sleep(T / 4).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    let (s, l) = (mean(&at_small), mean(&at_large));
+    eprintln!("replicas C=4 and C=16: in flight mean {s:.1} and {l:.1}");
+    assert!((s - 4.0).abs() <= 0.3 * 4.0, "{s:.1} at the C=4 replica");
+    assert!((l - 16.0).abs() <= 0.3 * 16.0, "{l:.1} at the C=16 replica");
+    for c in [&small, &large] {
+        let mut latencies = c.latencies();
+        latencies.sort();
+        assert!(percentile(&latencies, 0.99) <= unloaded * 2);
+    }
+}

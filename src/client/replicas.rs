@@ -1,20 +1,23 @@
 //! Several coordinator replicas behind tower's power-of-two-choices
 //! balancer, and opt-in hedging.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::sync::Semaphore;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::{Discover, ServiceList};
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
-use tower::load_shed::LoadShed;
 use tower::util::{BoxCloneSyncService, Either};
 use tower::ServiceExt;
 
-use crate::breaker::{CircuitBreaker, CircuitBreakerConfig};
+use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::call::Call;
 use crate::check::QualityCheck;
 use crate::error::{BoxError, Error, TimeoutKind};
@@ -173,9 +176,16 @@ pub(crate) type ReplicaService<S = QualityCheck> = PendingRequests<
     CompleteOnResponse,
 >;
 
+/// A replica's breaker over its (limited) timed attempts.
+type Ejecting<S> = CircuitBreaker<Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>>;
+
 impl Replica {
     /// Wraps one replica's check, labelled `label` in the breaker's events.
     pub(crate) fn wrap<S>(&self, check: S, label: &str) -> ReplicaService<S> {
+        PendingRequests::new(self.ejecting(check, label), CompleteOnResponse::default())
+    }
+
+    fn ejecting<S>(&self, check: S, label: &str) -> Ejecting<S> {
         // Each replica times its own attempts, so that a replica that hangs
         // is ejected like one that fails (and its limit sees the timeout);
         // the client's attempt timeout still bounds the wait for the
@@ -187,25 +197,102 @@ impl Replica {
             Some(config) => Either::Left(AdaptiveLimit::new(timed, config)),
             None => Either::Right(timed),
         };
-        PendingRequests::new(
-            CircuitBreaker::ejecting(limited, self.ejection, label),
-            CompleteOnResponse::default(),
-        )
+        CircuitBreaker::ejecting(limited, self.ejection, label)
     }
 }
 
 fn balanced(checks: Vec<QualityCheck>, replica: Replica, queue: usize) -> Routed {
-    let replicas: Vec<_> = checks
+    let breakers: Vec<_> = checks
         .into_iter()
         .map(|check| {
             let label = check.base_url().to_string();
-            replica.wrap(check, &label)
+            replica.ejecting(check, &label)
         })
         .collect();
-    // With every replica ejected the balancer is not ready; shedding turns
-    // that into an immediate error instead of a wait for the timeout.
-    let balance = LoadShed::new(Balance::new(ServiceList::new(replicas)));
+    let probes = breakers.clone();
+    let replicas = breakers
+        .into_iter()
+        .map(|b| PendingRequests::new(b, CompleteOnResponse::default()))
+        .collect::<Vec<_>>();
+    let balance = ShedWhenEjected {
+        inner: Balance::new(ServiceList::new(replicas)),
+        probes,
+        shed: false,
+    };
     buffered(balance, queue)
+}
+
+/// Fails a call at once when every replica is ejected, as tower's
+/// `LoadShed` would, but waits when some replica is only at its adaptive
+/// limit: that one is ready again as soon as a call ends.
+struct ShedWhenEjected<S> {
+    inner: S,
+    /// Clones of the replicas' breakers, sharing their states.
+    probes: Vec<Ejecting<QualityCheck>>,
+    /// `poll_ready` found every replica ejected: the next call fails.
+    shed: bool,
+}
+
+impl<S> tower::Service<Call> for ShedWhenEjected<S>
+where
+    S: tower::Service<Call, Response = QualityResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Response = QualityResponse;
+    type Error = BoxError;
+    type Future = ShedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(result) => {
+                self.shed = false;
+                Poll::Ready(result.map_err(Into::into))
+            }
+            Poll::Pending
+                if self
+                    .probes
+                    .iter()
+                    .all(|p| p.state() != CircuitState::Closed) =>
+            {
+                self.shed = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        if std::mem::take(&mut self.shed) {
+            return ShedFuture::Shed;
+        }
+        ShedFuture::Called {
+            future: self.inner.call(call),
+        }
+    }
+}
+
+pin_project! {
+    /// A balanced call, or the error of one shed.
+    #[project = ShedProj]
+    enum ShedFuture<F> {
+        Called { #[pin] future: F },
+        Shed,
+    }
+}
+
+impl<F, E> Future for ShedFuture<F>
+where
+    F: Future<Output = Result<QualityResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<QualityResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProj::Called { future } => future.poll(cx).map_err(Into::into),
+            ShedProj::Shed => Poll::Ready(Err(Error::no_replica().into())),
+        }
+    }
 }
 
 fn buffered<S>(service: S, queue: usize) -> Routed
