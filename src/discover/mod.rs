@@ -19,7 +19,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use quality_gate::discover::Discovery;
+//! use quality_gate::discover::{Discovery, ResolveNow};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! use std::future::poll_fn;
@@ -33,7 +33,7 @@
 //!     resolver,
 //!     "coordinator.internal:8000",
 //!     Duration::from_secs(30),
-//!     |addr: SocketAddr| Some(addr.to_string()), // a service per address
+//!     |addr: SocketAddr, _: &ResolveNow| Some(addr.to_string()), // a service per address
 //! );
 //! let change = poll_fn(|cx| Pin::new(&mut discovery).poll_discover(cx)).await;
 //! assert!(matches!(change, Some(Ok(Change::Insert(_, s))) if s == "127.0.0.2:8000"));

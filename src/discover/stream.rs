@@ -21,6 +21,9 @@ const MIN_REFRESH: Duration = Duration::from_secs(5);
 /// The shortest interval: a zero one would resolve in a loop.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Builds the service of a new address.
+type MakeService<S> = Box<dyn FnMut(SocketAddr, &ResolveNow) -> Option<S> + Send>;
+
 /// A `tower::discover::Discover` stream of the replicas a name resolves to;
 /// see the [module docs](super).
 ///
@@ -32,7 +35,7 @@ pub struct Discovery<S> {
     resolver: Arc<dyn Resolve>,
     name: String,
     interval: Duration,
-    make: Box<dyn FnMut(SocketAddr, &ResolveNow) -> Option<S> + Send>,
+    make: MakeService<S>,
     /// The addresses with a service in the balancer.
     current: HashSet<SocketAddr>,
     changes: VecDeque<Change<SocketAddr, S>>,
