@@ -248,3 +248,20 @@ async fn each_replica_gets_a_limit_of_its_own() {
         assert!(percentile(&latencies, 0.99) <= unloaded * 2);
     }
 }
+
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused_at_build() {
+    for config in [
+        AdaptiveLimitConfig::default().min_limit(0),
+        AdaptiveLimitConfig::default().min_limit(10).max_limit(5),
+        AdaptiveLimitConfig::default().tolerance(0.5),
+        AdaptiveLimitConfig::default().backoff(1.0),
+        AdaptiveLimitConfig::default().probe_samples(0),
+    ] {
+        let err = QualityClient::builder("http://127.0.0.1:8000")
+            .adaptive_concurrency(config)
+            .build()
+            .unwrap_err();
+        assert!(err.is_config(), "{config:?}: {err}");
+    }
+}

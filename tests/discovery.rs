@@ -3,6 +3,7 @@
 //! replica finish, new replicas get traffic, removed ones stop getting it,
 //! and no call is lost.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use quality_gate::discover::Resolve;
 use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use quality_gate::{QualityCheck, QualityClient, QualityRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::discover::Change;
@@ -200,4 +201,50 @@ async fn a_stream_of_base_urls_adds_and_removes_replicas() {
     let again = builder.clone();
     builder.build().unwrap();
     assert!(again.build().unwrap_err().is_config());
+}
+
+#[tokio::test]
+async fn a_resolver_needs_a_host_name_to_resolve() {
+    let set = Arc::new(Mutex::new(Vec::new()));
+    for url in ["http://127.0.0.1:8000", "http://[::1]:8000"] {
+        let err = QualityClient::builder(url)
+            .discover_replicas(resolver(set.clone()), None)
+            .build()
+            .unwrap_err();
+        assert!(err.is_config(), "{url}: {err}");
+    }
+}
+
+/// A channel of service changes as a stream.
+struct ServiceChanges(
+    mpsc::UnboundedReceiver<Result<Change<&'static str, QualityCheck>, Infallible>>,
+);
+
+impl futures_core::Stream for ServiceChanges {
+    type Item = Result<Change<&'static str, QualityCheck>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_services_is_balanced_as_replicas() {
+    let r = replicas(Duration::from_millis(100)).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (key, c) in ["one", "two"].into_iter().zip(&r) {
+        let check = QualityCheck::new(c.url()).unwrap();
+        tx.send(Ok(Change::Insert(key, check))).unwrap();
+    }
+    let client = QualityClient::builder(r[0].url())
+        .discover_services(ServiceChanges(rx))
+        .build()
+        .unwrap();
+    let flow = Flow::start(&client, 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (sent, ok, failed) = flow.finish().await;
+    assert_eq!((ok, failed), (sent, 0));
+    assert!(r[0].hits() > 0 && r[1].hits() > 0);
+    assert_eq!(r[0].hits() + r[1].hits(), sent);
+    assert_eq!(r[2].hits(), 0);
 }

@@ -295,6 +295,18 @@ impl ClientBuilder {
         let Some(host) = url.host() else {
             return Err(Error::config("the base URL has no host to resolve"));
         };
+        // hyper connects to an address literal without asking the resolver,
+        // so every replica would be that one address.
+        if host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+        {
+            return Err(Error::config(
+                "discovering replicas needs a host name in the base URL, not an IP address",
+            ));
+        }
         let port = url.port_u16().unwrap_or(match url.scheme_str() {
             Some("https") => 443,
             _ => 80,
