@@ -106,3 +106,23 @@ async fn bad_roots_are_config_errors() {
         .unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_discovered_replica_is_verified_against_the_host_name() {
+    let (url, cert) = tls_coordinator().await;
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("https://localhost:")
+        .parse::<u16>()
+        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    // The replica is reached at 127.0.0.1, which the certificate does not
+    // name: only SNI and verification against "localhost" make this work.
+    let resolver = move |_: &str| async move { Ok(vec![addr]) };
+    let client = QualityClient::builder("https://localhost")
+        .http(|c| c.add_root_certificate(cert.to_vec()))
+        .discover_replicas(resolver, None)
+        .build()
+        .unwrap();
+    let verdict = client.check(QualityRequest::new("t", "a")).await.unwrap();
+    assert_eq!(verdict.gate, "tls");
+}

@@ -307,7 +307,7 @@ impl Gradient {
         w.samples += 1;
         w.total = w.total.saturating_add(rtt);
         w.max_in_flight = w.max_in_flight.max(in_flight);
-        if w.samples < MIN_WINDOW.max(current as u32) {
+        if w.samples < MIN_WINDOW.max(u32::try_from(current).unwrap_or(u32::MAX)) {
             return;
         }
         let Some(baseline) = self.baseline.filter(|b| !b.is_zero()) else {
