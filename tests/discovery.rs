@@ -184,6 +184,8 @@ async fn a_stream_of_base_urls_adds_and_removes_replicas() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(r[0].hits() > 0);
 
+    tx.send(Err(std::io::Error::other("registry unreachable")))
+        .unwrap();
     tx.send(Ok(Change::Insert(2, r[2].url()))).unwrap();
     tx.send(Ok(Change::Remove(0))).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -137,9 +137,9 @@ impl ClientBuilder {
     /// Balances attempts over the replicas a stream of base URLs inserts and
     /// removes (a `tower::discover::Discover` stream of
     /// `Change<K, String>`), each built with this builder's HTTP options.
-    /// An insert whose URL is invalid is skipped (and logged); a stream
-    /// error fails the calls waiting for the balancer. The stream serves
-    /// one built client.
+    /// An insert whose URL is invalid and an error of the stream are
+    /// skipped (and logged): the replicas already there keep serving. The
+    /// stream serves one built client.
     ///
     /// ```
     /// use quality_gate::QualityClient;
@@ -184,7 +184,8 @@ impl ClientBuilder {
     /// Balances attempts over the services a stream inserts and removes (a
     /// `tower::discover::Discover` stream of `Change<K, S>`), each wrapped
     /// as a replica is: its attempt timeout, adaptive limit if set,
-    /// ejection and load count. The stream serves one built client.
+    /// ejection and load count. An error of the stream is skipped (and
+    /// logged). The stream serves one built client.
     pub fn discover_services<D, K, S, E>(self, stream: D) -> Self
     where
         D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
@@ -337,7 +338,13 @@ where
         loop {
             let change = match ready!(self.stream.as_mut().poll_next(cx)) {
                 None => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Some(Err(e)) => {
+                    // An error ends a balancer's discovery for good: the
+                    // replicas it has keep serving instead.
+                    let error: BoxError = e.into();
+                    tracing::warn!(%error, "the replica discovery stream failed; skipping");
+                    continue;
+                }
                 Some(Ok(change)) => change,
             };
             match change {
