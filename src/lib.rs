@@ -12,6 +12,8 @@
 //! - [`QualityClient`]: the default stack — concurrency limit, overall
 //!   deadline, [`RetryPolicy`](retry::RetryPolicy), per-attempt timeout.
 //! - [`retry`]: the policy, its backoff and its budget, to reuse or replace.
+//! - [`limit`]: an adaptive concurrency limit, per coordinator.
+//! - [`discover`]: replicas found by resolving a name again and again.
 //!
 //! ```no_run
 //! use quality_gate::{QualityClient, QualityRequest};

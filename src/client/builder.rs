@@ -349,8 +349,9 @@ impl ClientBuilder {
     }
 
     /// Where attempts go: the one [`QualityCheck`], or, with several base
-    /// URLs or hedging, the balanced and/or hedged replicas (which need a
-    /// Tokio runtime).
+    /// URLs, discovered replicas or hedging, the balanced and/or hedged
+    /// replicas (which need a Tokio runtime), each behind its adaptive
+    /// limit when one is set.
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
         if let Some(target) = self.discovered_target()? {
             return Ok(Either::Right(target));
