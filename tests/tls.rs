@@ -265,3 +265,26 @@ async fn bad_tls_options_are_config_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_discovered_replica_is_verified_against_the_host_name() {
+    let ca = Ca::new();
+    let coordinator =
+        TlsCoordinator::start(server_config(&ca.leaf(&["localhost"]), H2_H1, None)).await;
+    let addr: std::net::SocketAddr = coordinator
+        .url
+        .trim_start_matches("https://localhost:")
+        .parse::<u16>()
+        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap();
+    // The replica is reached at 127.0.0.1, which the certificate does not
+    // name: only SNI and verification against "localhost" make this work.
+    let resolver = move |_: &str| async move { Ok(vec![addr]) };
+    let client = QualityClient::builder("https://localhost")
+        .http(|c| c.add_root_certificate_pem(ca.pem()))
+        .discover_replicas(resolver, None)
+        .build()
+        .unwrap();
+    let verdict = client.check(QualityRequest::new("t", "a")).await.unwrap();
+    assert_eq!(verdict.gate, "net");
+}

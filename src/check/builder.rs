@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::config::{self, Config, Secret};
 use super::connector::{self, Tls};
+use super::resolve::Resolver;
 use super::QualityCheck;
 use crate::error::Error;
 use crate::redact::{is_secret_header, secret_parts, Redactor};
@@ -98,6 +99,7 @@ pub struct QualityCheckBuilder {
     http2_keep_alive_interval: Option<Duration>,
     http2_keep_alive_timeout: Duration,
     http2_keep_alive_while_idle: bool,
+    resolver: Resolver,
 }
 
 impl QualityCheckBuilder {
@@ -120,6 +122,7 @@ impl QualityCheckBuilder {
             http2_keep_alive_interval: None,
             http2_keep_alive_timeout: DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT,
             http2_keep_alive_while_idle: false,
+            resolver: Resolver::default(),
         }
     }
 
@@ -309,7 +312,13 @@ impl QualityCheckBuilder {
             config.headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
         let https = config.base.scheme_str() == Some("https");
-        let http = connector::connector(self.connect_timeout, self.http2, &self.tls, proxy)?;
+        let http = connector::connector(
+            self.connect_timeout,
+            self.http2,
+            &self.tls,
+            proxy,
+            self.resolver.clone(),
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -513,6 +522,14 @@ impl QualityCheckBuilder {
 }
 
 impl QualityCheckBuilder {
+    /// Connects to `addrs` instead of resolving the base URL's host, which
+    /// still names the coordinator in the `Host` header and for TLS; empty
+    /// means the system resolver (the default). Set by replica discovery.
+    pub(crate) fn pin_addresses(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
+        self.resolver = Resolver::pinned(addrs);
+        self
+    }
+
     /// Refuses values no coordinator call can work with.
     fn check_limits(&self) -> Result<(), Error> {
         if self.body_limit == 0 {

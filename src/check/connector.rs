@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
+use super::resolve::Resolver;
 use crate::error::{BoxError, Error};
 pub(crate) use crate::tls::Tls;
 
@@ -34,8 +35,8 @@ pub(crate) type Connector = Timed<hyper_rustls::HttpsConnector<Route>>;
 
 type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-fn tcp(connect_timeout: Option<Duration>) -> HttpConnector {
-    let mut http = HttpConnector::new();
+fn tcp(connect_timeout: Option<Duration>, resolver: Resolver) -> HttpConnector<Resolver> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_nodelay(true);
     // Bounds each address tried; `Timed` bounds the whole connection.
     http.set_connect_timeout(connect_timeout);
@@ -50,9 +51,10 @@ pub(crate) fn connector(
     http2: bool,
     tls: &Tls,
     proxy: Option<Matcher>,
+    resolver: Resolver,
 ) -> Result<Connector, Error> {
     let route = Route {
-        http: tcp(connect_timeout),
+        http: tcp(connect_timeout, resolver),
         proxy: proxy.map(Arc::new),
     };
     #[cfg(feature = "rustls")]
@@ -126,7 +128,7 @@ where
 /// forward proxy (`http`), or a `CONNECT` tunnel through the proxy (`https`).
 #[derive(Clone)]
 pub(crate) struct Route {
-    http: HttpConnector,
+    http: HttpConnector<Resolver>,
     proxy: Option<Arc<Matcher>>,
 }
 

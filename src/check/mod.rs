@@ -5,6 +5,7 @@ pub(crate) mod config;
 mod connector;
 pub mod future;
 mod health;
+mod resolve;
 
 use std::fmt;
 use std::sync::Arc;

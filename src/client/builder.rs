@@ -16,6 +16,7 @@ use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::call::{Call, IdentifyLayer};
 use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
+use crate::limit::AdaptiveLimitConfig;
 use crate::retry::{Backoff, RetryBudget, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::wire::QualityResponse;
@@ -79,6 +80,10 @@ pub struct ClientBuilder {
     pub(super) replica_urls: Vec<String>,
     pub(super) replica_ejection: CircuitBreakerConfig,
     pub(super) hedging: Option<Hedging>,
+    /// Set in `discovery.rs`.
+    pub(super) adaptive: Option<AdaptiveLimitConfig>,
+    /// Set in `discovery.rs`.
+    pub(super) discovery: Option<super::discovery::Discovered>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -116,6 +121,8 @@ impl ClientBuilder {
             replica_urls: Vec::new(),
             replica_ejection: DEFAULT_REPLICA_EJECTION,
             hedging: None,
+            adaptive: None,
+            discovery: None,
         }
     }
 
@@ -358,8 +365,9 @@ impl ClientBuilder {
     }
 
     /// Where attempts go: the one [`QualityCheck`], or, with several base
-    /// URLs or hedging, the balanced and/or hedged replicas (which need a
-    /// Tokio runtime).
+    /// URLs, discovered replicas or hedging, the balanced and/or hedged
+    /// replicas (which need a Tokio runtime), each behind its adaptive
+    /// limit when one is set.
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
         if let Some(h) = &self.hedging {
             if !(h.percentile > 0.0 && h.percentile < 1.0) {
@@ -375,8 +383,14 @@ impl ClientBuilder {
                 )));
             }
         }
+        if let Some(target) = self.discovered_target()? {
+            return Ok(Either::Right(target));
+        }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
-            return Ok(Either::Left(self.check_service()?));
+            return match self.adaptive_target()? {
+                Some(target) => Ok(Either::Right(target)),
+                None => Ok(Either::Left(self.check_service()?)),
+            };
         }
         let checks = if self.replica_urls.len() > 1 {
             self.replica_urls
@@ -386,17 +400,7 @@ impl ClientBuilder {
         } else {
             vec![self.check_service()?]
         };
-        Ok(Either::Right(replicas::routed(
-            checks,
-            replicas::Routing {
-                attempt_timeout: self.attempt_timeout,
-                ejection: self.replica_ejection,
-                hedging: self.hedging,
-                queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
-                slots: self.semaphore.clone(),
-                max_attempts: self.policy.max_attempts(),
-            },
-        )?))
+        Ok(Either::Right(replicas::routed(checks, self.routing())?))
     }
 
     /// Validates the options and builds the client, from exactly the layers
@@ -409,6 +413,9 @@ impl ClientBuilder {
             return Err(Error::config(
                 "a concurrency limit of 0 would block every call; use None for no limit",
             ));
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate()?;
         }
         let target = self.target_service()?;
         let check = match &target {
@@ -439,6 +446,19 @@ impl ClientBuilder {
             hedging: self.hedging,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
+    }
+
+    /// How attempts are routed over replicas.
+    pub(super) fn routing(&self) -> replicas::Routing {
+        replicas::Routing {
+            attempt_timeout: self.attempt_timeout,
+            ejection: self.replica_ejection,
+            hedging: self.hedging,
+            queue: self.concurrency_limit.unwrap_or(DEFAULT_QUEUE),
+            slots: self.semaphore.clone(),
+            max_attempts: self.policy.max_attempts(),
+            adaptive: self.adaptive,
+        }
     }
 
     fn permits(&self) -> usize {

@@ -2,6 +2,7 @@
 //! concurrency-limit layers.
 
 mod builder;
+mod discovery;
 pub mod future;
 mod replicas;
 

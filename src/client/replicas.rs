@@ -1,23 +1,27 @@
 //! Several coordinator replicas behind tower's power-of-two-choices
 //! balancer, and opt-in hedging.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::sync::Semaphore;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
-use tower::discover::ServiceList;
+use tower::discover::{Discover, ServiceList};
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
-use tower::load_shed::LoadShed;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::ServiceExt;
 
-use crate::breaker::{CircuitBreaker, CircuitBreakerConfig};
+use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::call::Call;
 use crate::check::QualityCheck;
 use crate::error::{BoxError, Error, TimeoutKind};
+use crate::limit::{AdaptiveLimit, AdaptiveLimitConfig};
 use crate::timeout::AttemptTimeout;
 use crate::wire::QualityResponse;
 
@@ -43,6 +47,8 @@ pub(crate) struct Routing {
     pub(crate) slots: Arc<Semaphore>,
     /// A hedged copy counts as an attempt, and is not sent past the last.
     pub(crate) max_attempts: u32,
+    /// An adaptive concurrency limit per replica.
+    pub(crate) adaptive: Option<AdaptiveLimitConfig>,
 }
 
 /// When to send a second copy of a slow attempt (tower's hedge).
@@ -130,6 +136,31 @@ impl tower::hedge::Policy<Call> for HedgePolicy {
 /// Builds the routed attempt target. Needs a Tokio runtime: the balancer
 /// and the hedge each run behind a `Buffer`, whose worker is a task.
 pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Routed, Error> {
+    routed_by(routing, |replica, queue| {
+        let mut checks = checks;
+        Ok(match (checks.pop(), checks.is_empty()) {
+            (Some(only), true) => match replica.adaptive {
+                Some(config) => BoxCloneSyncService::new(AdaptiveLimit::new(
+                    AttemptTimeout::new(only, replica.attempt_timeout),
+                    config,
+                )),
+                None => BoxCloneSyncService::new(only),
+            },
+            (Some(last), false) => {
+                checks.push(last);
+                balanced(checks, replica, queue)
+            }
+            (None, _) => return Err(Error::config("no coordinator URL given")),
+        })
+    })
+}
+
+/// Builds the attempt target with `target`, given how to wrap each replica
+/// and the queue in front of a balancer, then hedges it if asked.
+pub(crate) fn routed_by(
+    routing: Routing,
+    target: impl FnOnce(Replica, usize) -> Result<Routed, Error>,
+) -> Result<Routed, Error> {
     let Routing {
         attempt_timeout,
         ejection,
@@ -137,21 +168,19 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
         queue,
         slots,
         max_attempts,
+        adaptive,
     } = routing;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::config(
             "a client with several replicas or hedging must be built inside a Tokio runtime",
         ));
     }
-    let mut checks = checks;
-    let target = match (checks.pop(), checks.is_empty()) {
-        (Some(only), true) => BoxCloneSyncService::new(only),
-        (Some(last), false) => {
-            checks.push(last);
-            balanced(checks, attempt_timeout, ejection, queue)
-        }
-        (None, _) => return Err(Error::config("no coordinator URL given")),
+    let replica = Replica {
+        attempt_timeout,
+        ejection,
+        adaptive,
     };
+    let target = target(replica, queue)?;
     Ok(match hedging {
         None => target,
         Some(h) => {
@@ -166,30 +195,138 @@ pub(crate) fn routed(checks: Vec<QualityCheck>, routing: Routing) -> Result<Rout
     })
 }
 
-fn balanced(
-    checks: Vec<QualityCheck>,
-    attempt_timeout: Duration,
-    ejection: CircuitBreakerConfig,
-    queue: usize,
-) -> Routed {
-    // Each replica times its own attempts, so that a replica that hangs is
-    // ejected like one that fails; the client's attempt timeout still
-    // bounds the wait for the balancer.
-    let replicas: Vec<_> = checks
+/// How each replica behind the balancer is wrapped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replica {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) ejection: CircuitBreakerConfig,
+    pub(crate) adaptive: Option<AdaptiveLimitConfig>,
+}
+
+/// One replica as the balancer sees it: its attempts timed, limited when an
+/// adaptive limit is set, ejected while failing, its pending calls counted.
+pub(crate) type ReplicaService<S = QualityCheck> = PendingRequests<
+    CircuitBreaker<Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>>,
+    CompleteOnResponse,
+>;
+
+/// A replica's breaker over its (limited) timed attempts.
+type Ejecting<S> = CircuitBreaker<Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>>;
+
+impl Replica {
+    /// Wraps one replica's check, labelled `label` in the breaker's events.
+    pub(crate) fn wrap<S>(&self, check: S, label: &str) -> ReplicaService<S> {
+        PendingRequests::new(self.ejecting(check, label), CompleteOnResponse::default())
+    }
+
+    fn ejecting<S>(&self, check: S, label: &str) -> Ejecting<S> {
+        // Each replica times its own attempts, so that a replica that hangs
+        // is ejected like one that fails (and its limit sees the timeout);
+        // the client's attempt timeout still bounds the wait for the
+        // balancer.
+        let timed = AttemptTimeout::new(check, self.attempt_timeout);
+        // A limit per replica, inside the breaker: a replica at its limit is
+        // not ready, and the balancer picks another.
+        let limited = match self.adaptive {
+            Some(config) => Either::Left(AdaptiveLimit::new(timed, config)),
+            None => Either::Right(timed),
+        };
+        CircuitBreaker::ejecting(limited, self.ejection, label)
+    }
+}
+
+fn balanced(checks: Vec<QualityCheck>, replica: Replica, queue: usize) -> Routed {
+    let breakers: Vec<_> = checks
         .into_iter()
         .map(|check| {
             let label = check.base_url().to_string();
-            let timed = AttemptTimeout::new(check, attempt_timeout);
-            PendingRequests::new(
-                CircuitBreaker::ejecting(timed, ejection, &label),
-                CompleteOnResponse::default(),
-            )
+            replica.ejecting(check, &label)
         })
         .collect();
-    // With every replica ejected the balancer is not ready; shedding turns
-    // that into an immediate error instead of a wait for the timeout.
-    let balance = LoadShed::new(Balance::new(ServiceList::new(replicas)));
+    let probes = breakers.clone();
+    let replicas = breakers
+        .into_iter()
+        .map(|b| PendingRequests::new(b, CompleteOnResponse::default()))
+        .collect::<Vec<_>>();
+    let balance = ShedWhenEjected {
+        inner: Balance::new(ServiceList::new(replicas)),
+        probes,
+        shed: false,
+    };
     buffered(balance, queue)
+}
+
+/// Fails a call at once when every replica is ejected, as tower's
+/// `LoadShed` would, but waits when some replica is only at its adaptive
+/// limit: that one is ready again as soon as a call ends.
+struct ShedWhenEjected<S> {
+    inner: S,
+    /// Clones of the replicas' breakers, sharing their states.
+    probes: Vec<Ejecting<QualityCheck>>,
+    /// `poll_ready` found every replica ejected: the next call fails.
+    shed: bool,
+}
+
+impl<S> tower::Service<Call> for ShedWhenEjected<S>
+where
+    S: tower::Service<Call, Response = QualityResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Response = QualityResponse;
+    type Error = BoxError;
+    type Future = ShedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(result) => {
+                self.shed = false;
+                Poll::Ready(result.map_err(Into::into))
+            }
+            Poll::Pending
+                if self
+                    .probes
+                    .iter()
+                    .all(|p| p.state() != CircuitState::Closed) =>
+            {
+                self.shed = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        if std::mem::take(&mut self.shed) {
+            return ShedFuture::Shed;
+        }
+        ShedFuture::Called {
+            future: self.inner.call(call),
+        }
+    }
+}
+
+pin_project! {
+    /// A balanced call, or the error of one shed.
+    #[project = ShedProj]
+    enum ShedFuture<F> {
+        Called { #[pin] future: F },
+        Shed,
+    }
+}
+
+impl<F, E> Future for ShedFuture<F>
+where
+    F: Future<Output = Result<QualityResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<QualityResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProj::Called { future } => future.poll(cx).map_err(Into::into),
+            ShedProj::Shed => Poll::Ready(Err(Error::no_replica().into())),
+        }
+    }
 }
 
 fn buffered<S>(service: S, queue: usize) -> Routed
@@ -206,4 +343,18 @@ fn routed_error(err: BoxError) -> Error {
         return Error::no_replica();
     }
     Error::from_layer(err, TimeoutKind::Attempt)
+}
+
+/// Balances over the replicas a discovery stream inserts and removes.
+///
+/// Unlike the fixed list, there is no load shedding in front: before the
+/// first resolution answers there is no replica yet, and a call waits for
+/// one (within its attempt timeout) instead of failing at once.
+pub(crate) fn balanced_discover<D>(discover: D, queue: usize) -> Routed
+where
+    D: Discover<Service = ReplicaService<Routed>> + Unpin + Send + 'static,
+    D::Key: std::hash::Hash + Clone + Send,
+    D::Error: Into<BoxError>,
+{
+    buffered(Balance::new(discover), queue)
 }

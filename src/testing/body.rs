@@ -4,31 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::server::{Cut, InFlight};
-
-#[derive(Clone, Debug)]
-pub(crate) enum BodyPlan {
-    /// These bytes, with a `Content-Length`.
-    Bytes(Bytes),
-    /// `len` bytes of filler, streamed in 16 KiB chunks with a `Content-Length`.
-    Sized(u64),
-    /// These bytes, one `chunk` at a time, `every` apart.
-    Trickle {
-        bytes: Bytes,
-        chunk: usize,
-        every: Duration,
-    },
-    /// Chunks forever.
-    Endless,
-    /// A `Content-Length` of `bytes.len() * 2 + 2`, then `bytes`, then the
-    /// connection is closed (or reset).
-    CutAfter { bytes: Bytes, reset: bool },
-}
+use super::reply::BodyPlan;
+use super::state::InFlight;
 
 const FILLER: Bytes = Bytes::from_static(&[b' '; 16 * 1024]);
 
@@ -144,3 +125,15 @@ impl Body for FaultBody {
         }
     }
 }
+
+/// The error that makes hyper drop a connection without answering.
+#[derive(Debug)]
+pub(crate) struct Cut;
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("scripted connection cut")
+    }
+}
+
+impl std::error::Error for Cut {}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use super::server::lock;
+use super::sync::lock;
 
 /// A connection being served; shared by its task, its requests and the
 /// coordinator's registry of open connections.

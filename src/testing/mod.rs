@@ -30,39 +30,23 @@ mod body;
 mod conn;
 mod reply;
 mod server;
+mod state;
+mod sync;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 
 pub use self::reply::Reply;
-use self::server::{lock, Server, Shared};
-use crate::wire::QualityRequest;
-
-/// One request the coordinator received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    /// The method.
-    pub method: Method,
-    /// The path and query.
-    pub path: String,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The raw body.
-    pub body: Bytes,
-    /// The body parsed as a check request, if it was one.
-    pub request: Option<QualityRequest>,
-    /// When it arrived (tokio's clock, so paused time applies).
-    pub at: Instant,
-    /// The connection it arrived on, numbered from 0 in order of acceptance.
-    pub connection: u64,
-}
+use self::server::Server;
+pub use self::state::Recorded;
+use self::state::{Capacity, Shared};
+use self::sync::lock;
 
 /// A scriptable coordinator on 127.0.0.1, shut down when dropped.
 ///
@@ -153,6 +137,56 @@ impl TestCoordinator {
         self.respond_with(move |_| reply.clone());
     }
 
+    /// Serves `calls` checks at a time, each for `service_time` before its
+    /// reply (and the reply's own delay); the others wait in a queue, first
+    /// come first served, as a coordinator with `calls` build workers does.
+    /// `calls` of 0 is taken as 1.
+    ///
+    /// [`latencies`](Self::latencies) then says how long each check took,
+    /// queue included, and [`in_flight`](Self::in_flight) counts the queued
+    /// ones too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quality_gate::testing::TestCoordinator;
+    /// use quality_gate::{QualityClient, QualityRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), quality_gate::Error> {
+    /// let coordinator = TestCoordinator::start().await;
+    /// coordinator.capacity(1, Duration::from_millis(100));
+    /// let client = QualityClient::new(coordinator.url())?;
+    /// let (a, b) = tokio::join!(
+    ///     client.check(QualityRequest::new("t-1", "a-1")),
+    ///     client.check(QualityRequest::new("t-2", "a-1")),
+    /// );
+    /// assert!(a?.approved && b?.approved);
+    /// let mut latencies = coordinator.latencies();
+    /// latencies.sort();
+    /// assert_eq!(latencies, [Duration::from_millis(100), Duration::from_millis(200)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn capacity(&self, calls: usize, service_time: Duration) -> &Self {
+        *lock(&self.shared.capacity) = Some(Capacity {
+            slots: Arc::new(Semaphore::new(calls.clamp(1, Semaphore::MAX_PERMITS))),
+            service_time,
+        });
+        self
+    }
+
+    /// Serves every check as soon as it arrives again (undoes
+    /// [`capacity`](Self::capacity)).
+    pub fn unlimited(&self) {
+        *lock(&self.shared.capacity) = None;
+    }
+
+    /// How long each check took to answer, from its arrival to its
+    /// response head, queue included, in order of answer (none while
+    /// [`record_requests`](Self::record_requests) is off).
+    pub fn latencies(&self) -> Vec<Duration> {
+        lock(&self.shared.latencies).clone()
+    }
+
     /// What `GET /health` answers.
     pub fn set_health(&self, reply: Reply) {
         *lock(&self.shared.health) = reply;
@@ -202,6 +236,7 @@ impl TestCoordinator {
     /// requests in flight now.
     pub fn reset(&self) {
         lock(&self.shared.recorded).clear();
+        lock(&self.shared.latencies).clear();
         self.shared.hits.store(0, Ordering::SeqCst);
         self.shared.peak.store(self.in_flight(), Ordering::SeqCst);
     }

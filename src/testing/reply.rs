@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::body::BodyPlan;
 use crate::wire::QualityResponse;
 
 /// One scripted answer of a [`TestCoordinator`](super::TestCoordinator).
@@ -212,4 +211,24 @@ impl Reply {
         }
         self
     }
+}
+
+/// What the body of a reply streams.
+#[derive(Clone, Debug)]
+pub(crate) enum BodyPlan {
+    /// These bytes, with a `Content-Length`.
+    Bytes(Bytes),
+    /// `len` bytes of filler, streamed in 16 KiB chunks with a `Content-Length`.
+    Sized(u64),
+    /// These bytes, one `chunk` at a time, `every` apart.
+    Trickle {
+        bytes: Bytes,
+        chunk: usize,
+        every: Duration,
+    },
+    /// Chunks forever.
+    Endless,
+    /// A `Content-Length` of `bytes.len() * 2 + 2`, then `bytes`, then the
+    /// connection is closed (or reset).
+    CutAfter { bytes: Bytes, reset: bool },
 }

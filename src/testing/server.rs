@@ -1,10 +1,9 @@
 //! The coordinator's server: the accept loop, one task per connection, and
 //! the handler that plays a scripted [`Reply`].
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -17,56 +16,12 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::body::FaultBody;
+use super::body::{Cut, FaultBody};
 use super::conn::Conn;
 use super::reply::{Abort, Reply};
-use super::Recorded;
+use super::state::{InFlight, Recorded, Shared};
+use super::sync::lock;
 use crate::check::config::{CHECK_PATH, HEALTH_PATH};
-
-pub(crate) type Rule = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
-
-/// What every run of a coordinator shares, restarts included.
-pub(crate) struct Shared {
-    pub(crate) script: Mutex<VecDeque<Reply>>,
-    pub(crate) rule: Mutex<Rule>,
-    pub(crate) health: Mutex<Reply>,
-    pub(crate) recorded: Mutex<Vec<Recorded>>,
-    pub(crate) recording: AtomicBool,
-    pub(crate) hits: AtomicUsize,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) peak: AtomicUsize,
-    pub(crate) connections: AtomicU64,
-    /// The connections open now, by id.
-    pub(crate) open: Mutex<HashMap<u64, Arc<Conn>>>,
-}
-
-impl Shared {
-    pub(crate) fn new() -> Shared {
-        Shared {
-            script: Mutex::new(VecDeque::new()),
-            rule: Mutex::new(Arc::new(|_: &Recorded| Reply::approve())),
-            health: Mutex::new(Reply::raw(200, "application/json", r#"{"status":"ok"}"#)),
-            recorded: Mutex::new(Vec::new()),
-            recording: AtomicBool::new(true),
-            hits: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            connections: AtomicU64::new(0),
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Closes the open connections `which` selects; returns how many.
-    pub(crate) fn close_where(&self, which: impl Fn(&Conn) -> bool) -> usize {
-        let open: Vec<Arc<Conn>> = lock(&self.open).values().cloned().collect();
-        let mut closed = 0;
-        for conn in open.iter().filter(|c| which(c)) {
-            conn.close();
-            closed += 1;
-        }
-        closed
-    }
-}
 
 /// A running server: its accept loop and the signal that stops it.
 pub(crate) struct Server {
@@ -83,11 +38,6 @@ impl Server {
         let task = tokio::spawn(serve(listener, shared, stop.clone()));
         Ok(Server { addr, task, stop })
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not poison the coordinator for the others.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
@@ -145,47 +95,13 @@ impl Drop for Registered {
     }
 }
 
-/// Counts a request as in flight, on the coordinator and on its connection,
-/// until its response body is finished or dropped.
-pub(crate) struct InFlight {
-    shared: Arc<Shared>,
-    pub(crate) conn: Arc<Conn>,
-}
-
-impl InFlight {
-    fn enter(shared: Arc<Shared>, conn: Arc<Conn>) -> InFlight {
-        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        shared.peak.fetch_max(now, Ordering::SeqCst);
-        conn.enter();
-        InFlight { shared, conn }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.conn.leave();
-        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The error that makes hyper drop a connection without answering.
-#[derive(Debug)]
-pub(crate) struct Cut;
-
-impl std::fmt::Display for Cut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("scripted connection cut")
-    }
-}
-
-impl std::error::Error for Cut {}
-
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     conn: Arc<Conn>,
 ) -> Result<Response<FaultBody>, Cut> {
     let guard = InFlight::enter(shared.clone(), conn.clone());
+    let arrived = Instant::now();
 
     let (parts, body) = req.into_parts();
     let body = body
@@ -224,8 +140,17 @@ async fn handle(
         lock(&shared.recorded).push(recorded);
     }
 
+    if is_check {
+        let capacity = lock(&shared.capacity).clone();
+        if let Some(capacity) = capacity {
+            capacity.serve().await;
+        }
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if is_check && shared.recording.load(Ordering::SeqCst) {
+        lock(&shared.latencies).push(arrived.elapsed());
     }
     match reply.abort {
         Some(Abort::Close) => {
