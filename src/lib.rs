@@ -39,6 +39,12 @@ pub mod classify;
 mod client;
 mod error;
 pub mod gate;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
+pub mod propagate;
 mod request_id;
 pub mod retry;
 #[cfg(feature = "test-util")]

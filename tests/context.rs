@@ -68,7 +68,11 @@ async fn backoff_past_the_callers_deadline_is_not_scheduled() {
         .unwrap_err();
 
     assert_eq!(coordinator.hits(), 1);
-    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{err:?}");
+    assert_eq!(
+        err.status(),
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "{err:?}"
+    );
     assert!(!err.is_timeout());
     assert_eq!(err.attempts(), Some(1));
     assert!(start.elapsed() < Duration::from_millis(80));

@@ -79,6 +79,7 @@ pub struct QualityClient {
     settings: Arc<Settings>,
     /// Whether `poll_ready` has reserved a slot for the next `call`.
     ready: bool,
+    waiting: crate::metrics::Waiting,
 }
 
 // ===== impl QualityClient =====
@@ -147,6 +148,7 @@ impl QualityClient {
             inner,
             settings,
             ready: false,
+            waiting: Default::default(),
         }
     }
 }
@@ -164,7 +166,9 @@ impl Service<QualityRequest> for QualityClient {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        ready!(self.inner.poll_ready(cx))?;
+        let ready = self.inner.poll_ready(cx);
+        self.waiting.set(ready.is_pending());
+        ready!(ready)?;
         self.ready = true;
         Poll::Ready(Ok(()))
     }

@@ -10,6 +10,7 @@ use tower::Service;
 
 use super::rejection::MakeRejection;
 use crate::error::Error;
+use crate::propagate::Propagated;
 use crate::verdict::Verdict;
 use crate::wire::{QualityRequest, QualityResponse};
 
@@ -36,6 +37,8 @@ pin_project! {
         inner_ready: bool,
         reject: R,
         forward: Option<Fwd>,
+        // The incoming request's context, added to the derived check.
+        propagated: Option<Propagated>,
     }
 }
 
@@ -56,7 +59,14 @@ where
     Q: Service<QualityRequest>,
     S: Service<Fwd>,
 {
-    pub(super) fn new(derive: F, quality: Q, inner: S, inner_ready: bool, reject: R) -> Self {
+    pub(super) fn new(
+        derive: F,
+        quality: Q,
+        inner: S,
+        inner_ready: bool,
+        reject: R,
+        propagated: Propagated,
+    ) -> Self {
         ResponseFuture {
             state: State::Derive { future: derive },
             quality,
@@ -64,6 +74,7 @@ where
             inner_ready,
             reject,
             forward: None,
+            propagated: Some(propagated),
         }
     }
 }
@@ -87,6 +98,10 @@ where
             let verdict = match this.state.as_mut().project() {
                 StateProj::Derive { future } => match ready!(future.poll(cx)) {
                     Ok((check, forward)) => {
+                        let check = match this.propagated.take() {
+                            Some(propagated) => propagated.apply(check),
+                            None => check,
+                        };
                         *this.forward = Some(forward);
                         this.state.set(State::QualityReady { check: Some(check) });
                         continue;
