@@ -34,8 +34,9 @@
 //! - `gate` is the coordinator's gate name when it is at most 32
 //!   characters of `[A-Za-z0-9_.-]`, else `other`, so a misbehaving
 //!   coordinator cannot make up series.
-//! - `replica` is a replica's configured address (`host:port`) behind the
-//!   balancer, `client` for the client's own breaker.
+//! - `replica` is a replica's configured base URL
+//!   ([`ClientBuilder::base_urls`](crate::ClientBuilder::base_urls)) behind
+//!   the balancer, `client` for the client's own breaker.
 //!
 //! Histograms are exported as the exporter decides; for Prometheus,
 //! [`DURATION_BUCKETS`] are OpenTelemetry's advised boundaries:
@@ -304,6 +305,13 @@ mod enabled {
         }
     }
 
+    /// A call whose deadline passed while it waited for a slot: it never
+    /// started, so only its error is counted.
+    pub(crate) fn waited_out(error: Error) -> Error {
+        counter!(ERRORS, "error.type" => error.kind().as_str()).increment(1);
+        error
+    }
+
     // ----- retries and breakers -----
 
     pub(crate) fn retry_scheduled(error_type: &'static str) {
@@ -384,6 +392,11 @@ mod disabled {
     impl Waiting {
         #[inline(always)]
         pub(crate) fn set(&mut self, _: bool) {}
+    }
+
+    #[inline(always)]
+    pub(crate) fn waited_out(error: Error) -> Error {
+        error
     }
 
     #[inline(always)]

@@ -178,3 +178,24 @@ async fn the_derived_checks_own_earlier_deadline_wins() {
     assert_eq!(start.elapsed(), Duration::from_millis(50));
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
 }
+
+#[cfg(feature = "tower-http")]
+#[tokio::test(start_paused = true)]
+async fn tower_http_request_id_is_used_when_the_header_is_missing() {
+    use tower_http::request_id::RequestId;
+
+    let coordinator = TestCoordinator::start().await;
+    let client = QualityClient::new(coordinator.url()).unwrap();
+    let (service, _) = gated(QualityGateLayer::new(client, derive));
+
+    let mut req = incoming().body(String::from("task-1")).unwrap();
+    req.extensions_mut()
+        .insert(RequestId::new(http::HeaderValue::from_static(
+            "made-by-tower-http",
+        )));
+    assert_eq!(service.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        coordinator.requests()[0].headers["x-request-id"],
+        "made-by-tower-http"
+    );
+}

@@ -133,7 +133,9 @@ impl QualityClient {
         req.options_mut().deadline = Some(deadline);
         match tokio::time::timeout_at(deadline, svc.oneshot(req)).await {
             Ok(result) => result,
-            Err(_) => Err(Error::timeout(TimeoutKind::Total)),
+            Err(_) => Err(crate::metrics::waited_out(Error::timeout(
+                TimeoutKind::Total,
+            ))),
         }
     }
 
