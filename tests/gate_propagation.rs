@@ -156,6 +156,39 @@ async fn grpc_timeout_bounds_the_check_and_the_gate_answers_as_for_a_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn grpc_timeout_also_bounds_the_wait_for_a_client_slot() {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.always(Reply::hang());
+    let client = QualityClient::builder(coordinator.url())
+        .concurrency_limit(1)
+        .build()
+        .unwrap();
+    let (service, handled) = gated(QualityGateLayer::new(client, derive));
+
+    // The first request takes the client's only slot and hangs; the second
+    // (polled after it) waits for that slot.
+    let first = service
+        .clone()
+        .oneshot(incoming().body(String::from("task-1")).unwrap());
+    let req = incoming()
+        .header("grpc-timeout", "200m")
+        .body(String::from("task-2"))
+        .unwrap();
+    let second = service.oneshot(req);
+    let start = Instant::now();
+    let response = tokio::select! {
+        biased;
+        _ = first => panic!("the hanging check ended"),
+        response = second => response.unwrap(),
+    };
+
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(coordinator.hits(), 1); // the second check was never sent
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_derived_checks_own_earlier_deadline_wins() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::hang());

@@ -47,7 +47,9 @@
 //!   usually a slot of a concurrency limit shared by every clone (the
 //!   client's 64); taking it in `poll_ready` would hold a slot while a slow
 //!   client uploads its body, or for requests the derive step turns away.
-//!   While every slot is taken, requests wait in their futures. To answer
+//!   While every slot is taken, requests wait in their futures, until the
+//!   check's deadline if it has one (its own, or a propagated
+//!   `grpc-timeout`): then the gate answers as for a timeout. To answer
 //!   at once instead, wrap the client in tower's `LoadShed`
 //!   (`ServiceBuilder::new().map_err(quality_gate::Error::from).load_shed().service(client)`):
 //!   a full client is then [`Verdict::Unavailable`] (a `502` by default).
