@@ -43,6 +43,7 @@ pub mod gate;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
+#[path = "metrics_noop.rs"]
 mod metrics;
 pub mod propagate;
 mod request_id;

@@ -266,7 +266,8 @@ impl Propagated {
 /// use quality_gate::propagate::parse_grpc_timeout;
 ///
 /// assert_eq!(parse_grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
-/// assert_eq!(parse_grpc_timeout(b"30000000u"), None); // 9 digits
+/// assert_eq!(parse_grpc_timeout(b"30000000u"), Some(Duration::from_secs(30))); // tonic's 30 s
+/// assert_eq!(parse_grpc_timeout(b"300000000u"), None); // 9 digits
 /// assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
 /// assert_eq!(parse_grpc_timeout(b"5"), None); // no unit
 /// ```

@@ -61,7 +61,7 @@
 //! # Context
 //!
 //! By default the gate carries the incoming request's context into the
-//! check ([`Propagation`](crate::propagate::Propagation)): its
+//! check ([`Propagation`]): its
 //! `x-request-id` (or, with the `tower-http` feature, the id tower-http's
 //! `SetRequestIdLayer` stored), its W3C `traceparent` and `tracestate`, and
 //! its `grpc-timeout`, so the check ends when the caller stops waiting
