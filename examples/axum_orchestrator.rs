@@ -12,25 +12,38 @@
 //!   done by `QualityGateLayer` as a `route_layer`: the handler runs only for
 //!   approved work.
 //!
-//! A malformed body gets a 400 on both routes. Without `COORDINATOR_URL` it
-//! starts an in-process coordinator that approves `task-approved`, rejects
-//! `task-rejected` and fails on `task-failing`. It then serves on
+//! A malformed body gets a 400 on both routes.
+//!
+//! Deadlines and ids: the first route gives each check a budget of its own
+//! ([`CHECK_BUDGET`], a `.timeout(..)` on the `QualityRequest`) and carries
+//! the caller's `x-request-id`, `traceparent` and `grpc-timeout` into it
+//! (`quality_gate::propagate`); the gate layer of the second does the same
+//! by itself. A check that runs out of time is a 504 on both.
+//!
+//! With the `metrics` feature it also serves `GET /metrics` in Prometheus's
+//! text format (`metrics-exporter-prometheus`, with the crate's metrics).
+//!
+//! Without `COORDINATOR_URL` it starts an in-process coordinator that
+//! approves `task-approved`, rejects `task-rejected`, fails on
+//! `task-failing` and takes 3 s over `task-slow`. It then serves on
 //! 127.0.0.1:0, sends itself those requests with a hyper client, prints and
 //! checks the answers, and exits; with `--serve` it keeps serving.
 //!
 //! ```text
 //! cargo run --example axum_orchestrator
+//! cargo run --example axum_orchestrator --features metrics
 //! cargo run --example axum_orchestrator -- --serve
 //! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example axum_orchestrator
 //! ```
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -38,6 +51,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use quality_gate::gate::QualityGateLayer;
+use quality_gate::propagate::Propagation;
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{QualityClient, QualityRequest, Verdict};
 use serde::Deserialize;
@@ -45,6 +59,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The longest a completion waits for its check on the first route, retries
+/// included: the orchestrator answers within it, whatever the client's own
+/// 30 s allow. A caller's shorter `grpc-timeout` wins.
+const CHECK_BUDGET: Duration = Duration::from_secs(2);
 
 /// The router's state: one client, shared (its clones share the connection
 /// pool, the concurrency limit and the retry budget).
@@ -86,8 +105,11 @@ fn router(client: QualityClient) -> Router {
 async fn complete(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
+    headers: HeaderMap,
     completion: Result<Json<Completion>, JsonRejection>,
 ) -> Response {
+    // Read before the body: a caller's deadline counts from its arrival.
+    let context = Propagation::default().extract(&headers);
     let Json(completion) = match completion {
         Ok(completion) => completion,
         // An oversized body stays a 413; anything else malformed is a 400.
@@ -96,11 +118,8 @@ async fn complete(
         }
         Err(rejection) => return invalid(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
-    match state
-        .client
-        .verdict(completion.into_check(task_id.clone()))
-        .await
-    {
+    let check = completion.into_check(task_id.clone()).timeout(CHECK_BUDGET);
+    match state.client.verdict(context.apply(check)).await {
         Verdict::Approved(v) => (
             StatusCode::OK,
             Json(
@@ -189,6 +208,7 @@ async fn local_coordinator() -> TestCoordinator {
     coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
         Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
         Some("task-failing") => Reply::raw(500, "text/plain", INTERNAL_DETAIL),
+        Some("task-slow") => Reply::approve().delay(Duration::from_secs(3)),
         _ => Reply::approve(),
     });
     coordinator
@@ -200,38 +220,64 @@ const INTERNAL_DETAIL: &str = "Traceback: connection to db-primary.internal:5432
 const COMPLETION: &str =
     r#"{"agentId":"agent-7","files":["src/lib.rs"],"diffSummary":"add the parser"}"#;
 
+/// A self-test request: path, body, an extra header, the status expected.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    u16,
+);
+
 /// Sends the requests a user would, prints the answers, and checks the
 /// statuses: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
 async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let cases: [(&str, &str, u16); 7] = [
-        ("/tasks/task-approved/complete", COMPLETION, 200),
-        ("/tasks/task-rejected/complete", COMPLETION, 422),
-        ("/tasks/task-failing/complete", COMPLETION, 502),
-        ("/tasks/task-approved/complete", "{not json", 400),
-        ("/gated/tasks/task-approved/complete", COMPLETION, 200),
-        ("/gated/tasks/task-rejected/complete", COMPLETION, 422),
+    // A caller that waits 300 ms at most, and says so.
+    let hurried = Some(("grpc-timeout", "300m"));
+    let cases: [Case; 10] = [
+        ("/tasks/task-approved/complete", COMPLETION, None, 200),
+        ("/tasks/task-rejected/complete", COMPLETION, None, 422),
+        ("/tasks/task-failing/complete", COMPLETION, None, 502),
+        ("/tasks/task-approved/complete", "{not json", None, 400),
+        // Over the route's 2 s budget, then over the caller's 300 ms.
+        ("/tasks/task-slow/complete", COMPLETION, None, 504),
+        ("/tasks/task-slow/complete", COMPLETION, hurried, 504),
+        ("/gated/tasks/task-approved/complete", COMPLETION, None, 200),
+        ("/gated/tasks/task-rejected/complete", COMPLETION, None, 422),
+        ("/gated/tasks/task-slow/complete", COMPLETION, hurried, 504),
         (
             "/gated/tasks/task-approved/complete",
             r#"{"files":[]}"#,
+            None,
             400,
         ),
     ];
-    for (path, body, expected) in cases {
-        let req = http::Request::post(format!("http://{addr}{path}"))
+    for (path, body, header, expected) in cases {
+        let mut req = http::Request::post(format!("http://{addr}{path}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+            .header("x-request-id", "self-test");
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        let started = std::time::Instant::now();
+        let req = req.body(Full::new(Bytes::from_static(body.as_bytes())))?;
         let response = client.request(req).await?;
         let status = response.status().as_u16();
         let text = response.into_body().collect().await?.to_bytes();
+        let took = started.elapsed();
         let text = String::from_utf8_lossy(&text);
-        println!("POST {path} -> {status} {text}");
+        println!(
+            "POST {path} {header:?} -> {status} in {} ms: {text}",
+            took.as_millis()
+        );
         if text.contains("db-primary") {
             return Err(format!("POST {path}: the coordinator's error text leaked").into());
         }
         let ok = if scripted || expected == 400 {
-            status == expected
+            // A hurried caller is answered within its 300 ms (and a margin
+            // for a loaded CI machine), not after the route's 2 s.
+            status == expected && (header.is_none() || took < Duration::from_millis(1500))
         } else {
             [200, 422, 502, 503, 504].contains(&status)
         };
@@ -239,7 +285,63 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
             return Err(format!("POST {path}: expected {expected}, got {status}").into());
         }
     }
+    #[cfg(feature = "metrics")]
+    {
+        let uri: http::Uri = format!("http://{addr}/metrics").parse()?;
+        let response = client.get(uri).await?;
+        let status = response.status();
+        let text = response.into_body().collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        println!(
+            "GET /metrics -> {status}, {} lines, among them:",
+            text.lines().count()
+        );
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("quality_gate_verdicts"))
+        {
+            println!("  {line}");
+        }
+        for name in [
+            "quality_gate_verdicts",
+            "quality_gate_errors",
+            "http_client_request_duration_bucket",
+            "quality_gate_call_duration_bucket",
+        ] {
+            if !text.contains(name) {
+                return Err(format!("/metrics has no {name}:\n{text}").into());
+            }
+        }
+    }
     Ok(())
+}
+
+/// `GET /metrics`: the crate's metrics (and any others recorded through the
+/// `metrics` facade) in Prometheus's text format, durations as histograms
+/// with OpenTelemetry's buckets.
+#[cfg(feature = "metrics")]
+fn metrics_route() -> Result<Router, BoxError> {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    let handle = PrometheusBuilder::new()
+        .set_buckets(quality_gate::metrics::DURATION_BUCKETS)?
+        .install_recorder()?;
+    quality_gate::metrics::describe();
+    let render = move || {
+        let handle = handle.clone();
+        async move {
+            // No exporter task runs upkeep for us (no HTTP listener of its own).
+            handle.run_upkeep();
+            handle.render()
+        }
+    };
+    Ok(Router::new().route("/metrics", axum::routing::get(render)))
+}
+
+/// Without the `metrics` feature there is nothing to serve.
+#[cfg(not(feature = "metrics"))]
+fn metrics_route() -> Result<Router, BoxError> {
+    Ok(Router::new())
 }
 
 #[tokio::main]
@@ -258,7 +360,7 @@ async fn main() -> Result<(), BoxError> {
             (Some(coordinator), url)
         }
     };
-    let app = router(QualityClient::new(url)?);
+    let app = router(QualityClient::new(url)?).merge(metrics_route()?);
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

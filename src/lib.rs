@@ -46,6 +46,13 @@ mod error;
 pub mod gate;
 mod http2;
 pub mod limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_noop.rs"]
+mod metrics;
+pub mod propagate;
 mod proxy;
 mod redact;
 mod request_id;

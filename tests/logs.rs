@@ -149,3 +149,64 @@ async fn secret_headers_echoed_by_the_coordinator_are_logged_redacted() {
     assert_eq!(logs.matches("bad token [redacted]").count(), 4, "{logs}");
     assert!(!logs.contains("SECRET"), "a secret leaked:\n{logs}");
 }
+
+/// Per-call context (a caller's request id, trace headers, a credential as
+/// a per-call header, a deadline) adds no span field or event that carries
+/// a header value other than the request id, the body or a credential.
+#[tokio::test(start_paused = true)]
+async fn per_call_context_logs_only_the_request_id() {
+    use std::time::Duration;
+
+    use http::{HeaderName, HeaderValue};
+
+    let (captured, _guard) = Captured::start();
+
+    let coordinator = TestCoordinator::start().await;
+    coordinator.push(Reply::status(503).retry_after("1"));
+    coordinator.push(Reply::hang());
+    let client = QualityClient::new(coordinator.url()).unwrap();
+    let header = |name: &'static str, value: &'static str| {
+        (
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    let (auth, auth_value) = header("authorization", "Bearer tok-SECRET-3");
+    let (parent, parent_value) = header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    let (state, state_value) = header("tracestate", "vendor=SECRET-STATE");
+    let req = QualityRequest::new("task-78", "agent-9")
+        .diff_summary("SECRET-BODY")
+        .request_id(HeaderValue::from_static("caller-rid-1"))
+        .header(auth, auth_value)
+        .header(parent, parent_value)
+        .header(state, state_value)
+        .timeout(Duration::from_secs(3));
+    let err = client.check(req).await.unwrap_err();
+    assert!(err.is_total_timeout(), "{err:?}");
+    // The coordinator did get them all.
+    assert_eq!(
+        coordinator.requests()[1].headers["authorization"],
+        "Bearer tok-SECRET-3"
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        "quality_gate.request_id=\"caller-rid-1\"",
+        "attempts=2",
+        "error.type=\"timeout\"",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "{expected:?} missing from:\n{logs}"
+        );
+    }
+    for leaked in ["SECRET", "4bf92f3577b34da6", "Bearer"] {
+        assert!(
+            !logs.contains(leaked),
+            "{leaked:?} leaked into the logs:\n{logs}"
+        );
+    }
+}

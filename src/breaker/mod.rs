@@ -226,6 +226,7 @@ impl Shared {
             State::Closed { .. } => Some(Admission::Normal),
             State::Open { until } if Instant::now() >= until => {
                 *state = State::HalfOpen;
+                crate::metrics::breaker_transition(self.label.as_deref(), "half_open");
                 tracing::info!(
                     replica = self.label(),
                     "circuit half-open: letting one probe through"
@@ -243,6 +244,7 @@ impl Shared {
         match (admission, failed, &mut *state) {
             (Admission::Probe, Some(false), _) => {
                 *state = State::Closed { failures: 0 };
+                crate::metrics::breaker_transition(self.label.as_deref(), "closed");
                 tracing::info!(
                     replica = self.label(),
                     "circuit closed: the probe succeeded"
@@ -252,6 +254,7 @@ impl Shared {
                 *state = State::Open {
                     until: crate::time::after(cooldown),
                 };
+                crate::metrics::breaker_transition(self.label.as_deref(), "open");
                 tracing::warn!(
                     replica = self.label(),
                     cooldown_ms = crate::time::millis(cooldown),
@@ -268,6 +271,7 @@ impl Shared {
             (Admission::Normal, Some(true), State::Closed { failures }) => {
                 *failures += 1;
                 if *failures >= self.config.failure_threshold {
+                    crate::metrics::breaker_transition(self.label.as_deref(), "open");
                     tracing::warn!(
                         replica = self.label(),
                         failures = *failures,

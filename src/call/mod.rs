@@ -77,6 +77,7 @@ struct Inner {
     /// A slot of the concurrency limit held for a hedged copy.
     hedge_slot: Mutex<Option<OwnedSemaphorePermit>>,
     span: tracing::Span,
+    metrics: crate::metrics::CallMetrics,
 }
 
 /// Headers the client sets itself; a call may not carry its own.
@@ -133,6 +134,7 @@ impl Call {
                 last_error: Mutex::new(None),
                 hedge_slot: Mutex::new(None),
                 span,
+                metrics: crate::metrics::CallMetrics::start(),
             }),
         })
     }

@@ -27,6 +27,7 @@ pub struct ResponseFuture {
     state: State,
     config: Arc<Config>,
     span: tracing::Span,
+    metrics: crate::metrics::AttemptMetrics,
 }
 
 enum State {
@@ -52,6 +53,7 @@ impl ResponseFuture {
     ) -> Self {
         ResponseFuture {
             state: State::Sending(sending),
+            metrics: crate::metrics::AttemptMetrics::start(&config.check_uri),
             config,
             span,
         }
@@ -63,6 +65,7 @@ impl ResponseFuture {
             state: State::Failed(Some(error)),
             config,
             span: tracing::Span::none(),
+            metrics: crate::metrics::AttemptMetrics::none(),
         }
     }
 
@@ -70,6 +73,7 @@ impl ResponseFuture {
     fn on_head(&mut self, response: http::Response<Incoming>) -> Result<(), Error> {
         let (parts, body) = response.into_parts();
         let status = parts.status;
+        self.metrics.status(status);
         self.span
             .record("http.response.status_code", status.as_u16());
         self.span
@@ -95,6 +99,7 @@ impl ResponseFuture {
 
     fn finish(&mut self, result: Result<QualityResponse, Error>) -> Poll<<Self as Future>::Output> {
         self.state = State::Done;
+        self.metrics.finish(result.as_ref().err());
         match &result {
             Ok(verdict) => {
                 tracing::debug!(approved = verdict.approved, gate = %verdict.gate, "verdict");

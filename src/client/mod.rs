@@ -80,6 +80,7 @@ pub struct QualityClient {
     settings: Arc<Settings>,
     /// Whether `poll_ready` has reserved a slot for the next `call`.
     ready: bool,
+    waiting: crate::metrics::Waiting,
 }
 
 // ===== impl QualityClient =====
@@ -133,7 +134,9 @@ impl QualityClient {
         req.options_mut().deadline = Some(deadline);
         match tokio::time::timeout_at(deadline, svc.oneshot(req)).await {
             Ok(result) => result,
-            Err(_) => Err(Error::timeout(TimeoutKind::Total)),
+            Err(_) => Err(crate::metrics::waited_out(Error::timeout(
+                TimeoutKind::Total,
+            ))),
         }
     }
 
@@ -148,6 +151,7 @@ impl QualityClient {
             inner,
             settings,
             ready: false,
+            waiting: Default::default(),
         }
     }
 }
@@ -165,7 +169,9 @@ impl Service<QualityRequest> for QualityClient {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        ready!(self.inner.poll_ready(cx))?;
+        let ready = self.inner.poll_ready(cx);
+        self.waiting.set(ready.is_pending());
+        ready!(ready)?;
         self.ready = true;
         Poll::Ready(Ok(()))
     }

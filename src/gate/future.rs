@@ -6,10 +6,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower::Service;
 
 use super::rejection::MakeRejection;
-use crate::error::Error;
+use crate::error::{Error, TimeoutKind};
+use crate::propagate::Propagated;
 use crate::verdict::Verdict;
 use crate::wire::{QualityRequest, QualityResponse};
 
@@ -36,6 +38,8 @@ pin_project! {
         inner_ready: bool,
         reject: R,
         forward: Option<Fwd>,
+        // The incoming request's context, added to the derived check.
+        propagated: Option<Propagated>,
     }
 }
 
@@ -43,7 +47,13 @@ pin_project! {
     #[project = StateProj]
     enum State<F, QF, SF> {
         Derive { #[pin] future: F },
-        QualityReady { check: Option<QualityRequest> },
+        QualityReady {
+            check: Option<QualityRequest>,
+            // The check's deadline, if it has one: waiting for the quality
+            // service's slot counts against it.
+            #[pin]
+            deadline: Option<Sleep>,
+        },
         Check { #[pin] future: QF },
         InnerReady,
         Call { #[pin] future: SF },
@@ -56,7 +66,14 @@ where
     Q: Service<QualityRequest>,
     S: Service<Fwd>,
 {
-    pub(super) fn new(derive: F, quality: Q, inner: S, inner_ready: bool, reject: R) -> Self {
+    pub(super) fn new(
+        derive: F,
+        quality: Q,
+        inner: S,
+        inner_ready: bool,
+        reject: R,
+        propagated: Propagated,
+    ) -> Self {
         ResponseFuture {
             state: State::Derive { future: derive },
             quality,
@@ -64,6 +81,7 @@ where
             inner_ready,
             reject,
             forward: None,
+            propagated: Some(propagated),
         }
     }
 }
@@ -87,8 +105,16 @@ where
             let verdict = match this.state.as_mut().project() {
                 StateProj::Derive { future } => match ready!(future.poll(cx)) {
                     Ok((check, forward)) => {
+                        let check = match this.propagated.take() {
+                            Some(propagated) => propagated.apply(check),
+                            None => check,
+                        };
                         *this.forward = Some(forward);
-                        this.state.set(State::QualityReady { check: Some(check) });
+                        let deadline = check.options().deadline.map(tokio::time::sleep_until);
+                        this.state.set(State::QualityReady {
+                            check: Some(check),
+                            deadline,
+                        });
                         continue;
                     }
                     Err(answer) => {
@@ -98,8 +124,16 @@ where
                 },
                 // The quality service's slot is taken here, after the
                 // request was read, not in the gate's poll_ready.
-                StateProj::QualityReady { check } => match ready!(this.quality.poll_ready(cx)) {
-                    Ok(()) => match check.take() {
+                StateProj::QualityReady { check, deadline } => match this.quality.poll_ready(cx) {
+                    // Not ready by the check's deadline: a timeout, like one
+                    // the client would have reported.
+                    Poll::Pending => match deadline.as_pin_mut().map(|d| d.poll(cx)) {
+                        Some(Poll::Ready(())) => Verdict::Unavailable {
+                            error: Error::timeout(TimeoutKind::Total),
+                        },
+                        _ => return Poll::Pending,
+                    },
+                    Poll::Ready(Ok(())) => match check.take() {
                         Some(check) => {
                             let future = this.quality.call(check);
                             this.state.set(State::Check { future });
@@ -109,7 +143,7 @@ where
                             error: Error::not_ready(),
                         },
                     },
-                    Err(error) => Verdict::Unavailable {
+                    Poll::Ready(Err(error)) => Verdict::Unavailable {
                         error: error.into(),
                     },
                 },

@@ -6,6 +6,7 @@ use tower::Layer;
 
 use super::rejection::DefaultRejection;
 use super::QualityGate;
+use crate::propagate::Propagation;
 
 /// Wraps a service in a [`QualityGate`]: requests reach it only when the
 /// quality service approves the work they carry.
@@ -23,6 +24,7 @@ pub struct QualityGateLayer<Q, D, R = DefaultRejection> {
     quality: Q,
     derive: D,
     reject: R,
+    propagation: Propagation,
 }
 
 // ===== impl QualityGateLayer =====
@@ -35,6 +37,7 @@ impl<Q, D> QualityGateLayer<Q, D> {
             quality,
             derive,
             reject: DefaultRejection,
+            propagation: Propagation::default(),
         }
     }
 }
@@ -46,7 +49,38 @@ impl<Q, D, R> QualityGateLayer<Q, D, R> {
             quality: self.quality,
             derive: self.derive,
             reject,
+            propagation: self.propagation,
         }
+    }
+
+    /// What to carry from each incoming request into its check: by default
+    /// the `x-request-id`, the W3C `traceparent`/`tracestate` and the
+    /// `grpc-timeout` deadline ([`Propagation::default`]); see
+    /// [`QualityGate::propagate`].
+    ///
+    /// ```
+    /// use quality_gate::gate::QualityGateLayer;
+    /// use quality_gate::propagate::Propagation;
+    /// use quality_gate::{QualityClient, QualityRequest};
+    ///
+    /// # fn main() -> Result<(), quality_gate::Error> {
+    /// let client = QualityClient::new("http://127.0.0.1:8000")?;
+    /// let derive = |req: http::Request<String>| async move {
+    ///     Ok::<_, http::Response<String>>((QualityRequest::new("task-1", "agent-1"), req))
+    /// };
+    /// // Ids and traces, but not the caller's deadline.
+    /// let layer = QualityGateLayer::new(client, derive)
+    ///     .propagate(Propagation::default().deadline(false));
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub fn propagate(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
+    }
+
+    /// Propagates nothing: [`propagate`](Self::propagate)`(Propagation::none())`.
+    pub fn no_propagation(self) -> Self {
+        self.propagate(Propagation::none())
     }
 }
 
@@ -61,6 +95,7 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         QualityGate::new(inner, self.quality.clone(), self.derive.clone())
             .reject_with(self.reject.clone())
+            .propagate(self.propagation)
     }
 }
 
@@ -68,6 +103,7 @@ impl<Q: fmt::Debug, D, R> fmt::Debug for QualityGateLayer<Q, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QualityGateLayer")
             .field("quality", &self.quality)
+            .field("propagation", &self.propagation)
             .finish_non_exhaustive()
     }
 }

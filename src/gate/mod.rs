@@ -47,7 +47,9 @@
 //!   usually a slot of a concurrency limit shared by every clone (the
 //!   client's 64); taking it in `poll_ready` would hold a slot while a slow
 //!   client uploads its body, or for requests the derive step turns away.
-//!   While every slot is taken, requests wait in their futures. To answer
+//!   While every slot is taken, requests wait in their futures, until the
+//!   check's deadline if it has one (its own, or a propagated
+//!   `grpc-timeout`): then the gate answers as for a timeout. To answer
 //!   at once instead, wrap the client in tower's `LoadShed`
 //!   (`ServiceBuilder::new().map_err(quality_gate::Error::from).load_shed().service(client)`):
 //!   a full client is then [`Verdict::Unavailable`] (a `502` by default).
@@ -55,6 +57,19 @@
 //!   it without `poll_ready` is a misuse other services may panic on; the
 //!   gate drives the inner service ready in the response future before it
 //!   calls it, so it never calls an inner service that is not ready.
+//!
+//! # Context
+//!
+//! By default the gate carries the incoming request's context into the
+//! check ([`Propagation`]): its
+//! `x-request-id` (or, with the `tower-http` feature, the id tower-http's
+//! `SetRequestIdLayer` stored), its W3C `traceparent` and `tracestate`, and
+//! its `grpc-timeout`, so the check ends when the caller stops waiting
+//! (counted from the request's arrival, so reading the body counts) and a
+//! timed-out check is answered as any other timeout (`504` by default).
+//! Invalid values are ignored; what the derive function sets on the check
+//! itself wins. [`QualityGateLayer::propagate`] changes it,
+//! [`QualityGateLayer::no_propagation`] turns it off.
 //!
 //! # With axum
 //!
@@ -147,6 +162,7 @@ pub use self::rejection::{DefaultRejection, MakeRejection};
 
 use self::future::ResponseFuture;
 use crate::error::Error;
+use crate::propagate::{Propagated, Propagation};
 use crate::wire::{QualityRequest, QualityResponse};
 
 /// Lets a request through to the inner service only when the quality
@@ -192,6 +208,7 @@ pub struct QualityGate<S, Q, D, R = DefaultRejection> {
     quality: Q,
     derive: D,
     reject: R,
+    propagation: Propagation,
     /// Whether `poll_ready` has driven `inner` ready for the next `call`.
     ready: bool,
 }
@@ -207,6 +224,7 @@ impl<S, Q, D> QualityGate<S, Q, D> {
             quality,
             derive,
             reject: DefaultRejection,
+            propagation: Propagation::default(),
             ready: false,
         }
     }
@@ -220,8 +238,18 @@ impl<S, Q, D, R> QualityGate<S, Q, D, R> {
             quality: self.quality,
             derive: self.derive,
             reject,
+            propagation: self.propagation,
             ready: self.ready,
         }
+    }
+
+    /// What to carry from each incoming request into its check (default
+    /// [`Propagation::default`]: the `x-request-id`, the W3C trace context
+    /// and the `grpc-timeout` deadline); [`Propagation::none`] turns it off.
+    /// What the derive function sets on the check itself wins.
+    pub fn propagate(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
     }
 
     /// The inner service.
@@ -245,9 +273,9 @@ impl<S, Q, D, R> QualityGate<S, Q, D, R> {
     }
 }
 
-impl<Req, S, Q, D, R> Service<Req> for QualityGate<S, Q, D, R>
+impl<B, S, Q, D, R> Service<http::Request<B>> for QualityGate<S, Q, D, R>
 where
-    D: DeriveQualityRequest<Req>,
+    D: DeriveQualityRequest<http::Request<B>>,
     S: Service<D::Request, Response = D::Response> + Clone,
     Q: Service<QualityRequest, Response = QualityResponse> + Clone,
     Q::Error: Into<Error>,
@@ -265,7 +293,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Read now, before the body: a deadline counts from the arrival.
+        let propagated = self.propagated(&req);
         // Take the inner service driven ready by poll_ready into the future,
         // leaving an unready clone for the next call.
         let fresh = self.inner.clone();
@@ -277,7 +307,19 @@ where
             inner,
             ready,
             self.reject.clone(),
+            propagated,
         )
+    }
+}
+
+impl<S, Q, D, R> QualityGate<S, Q, D, R> {
+    fn propagated<B>(&self, req: &http::Request<B>) -> Propagated {
+        #[cfg(feature = "tower-http")]
+        return self
+            .propagation
+            .extract_with_extensions(req.headers(), req.extensions());
+        #[cfg(not(feature = "tower-http"))]
+        self.propagation.extract(req.headers())
     }
 }
 
@@ -289,6 +331,7 @@ impl<S: Clone, Q: Clone, D: Clone, R: Clone> Clone for QualityGate<S, Q, D, R> {
             quality: self.quality.clone(),
             derive: self.derive.clone(),
             reject: self.reject.clone(),
+            propagation: self.propagation,
             ready: false,
         }
     }
@@ -299,6 +342,7 @@ impl<S: fmt::Debug, Q: fmt::Debug, D, R> fmt::Debug for QualityGate<S, Q, D, R> 
         f.debug_struct("QualityGate")
             .field("inner", &self.inner)
             .field("quality", &self.quality)
+            .field("propagation", &self.propagation)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
     }

@@ -260,12 +260,14 @@ impl RetryPolicy {
             return None;
         }
         if attempt >= self.max_attempts {
+            crate::metrics::retry_refused("attempts");
             stop("attempts spent");
             return None;
         }
         let mut delay = self.backoff.delay(attempt);
         if let Some(asked) = failure.retry_after {
             if asked > self.max_retry_after {
+                crate::metrics::retry_refused("retry_after");
                 stop("retry-after beyond the cap");
                 return None;
             }
@@ -273,16 +275,19 @@ impl RetryPolicy {
         }
         if let Some(deadline) = call.deadline() {
             if crate::time::after(delay) >= deadline {
+                crate::metrics::retry_refused("deadline");
                 stop("the next attempt could not start before the deadline");
                 return None;
             }
         }
         if let Some(budget) = &self.budget {
             if !budget.withdraw() {
+                crate::metrics::retry_refused("budget");
                 stop("retry budget spent");
                 return None;
             }
         }
+        crate::metrics::retry_scheduled(failure.kind);
         tracing::debug!(
             attempt,
             error.type = failure.kind,

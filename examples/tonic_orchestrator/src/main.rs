@@ -12,10 +12,16 @@
 //!   (`tonic::service::LayerExt::named_layer`): its handler runs only for
 //!   approved work.
 //!
+//! Both carry the incoming call's deadline (`grpc-timeout`) and ids
+//! (`x-request-id`, `traceparent`) into the check: the first reads them
+//! from the request's metadata (`quality_gate::propagate`), the gate layer
+//! does it by itself.
+//!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
-//! approves `task-approved`, rejects `task-rejected` and fails on
-//! `task-failing`, serves on 127.0.0.1:0, calls itself with a tonic client,
-//! prints and checks the answers, and exits; with `--serve` it keeps serving.
+//! approves `task-approved`, rejects `task-rejected`, fails on
+//! `task-failing` and takes 3 s over `task-slow`, serves on 127.0.0.1:0,
+//! calls itself with a tonic client, prints and checks the answers, and
+//! exits; with `--serve` it keeps serving.
 //!
 //! ```text
 //! cargo run -p tonic_orchestrator
@@ -33,6 +39,7 @@ pub mod pb {
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use quality_gate::gate::QualityGateLayer;
 use quality_gate::testing::{Reply, TestCoordinator};
@@ -69,6 +76,7 @@ async fn local_coordinator() -> TestCoordinator {
     coordinator.respond_with(|r| match r.request.as_ref().map(|q| q.task_id.as_str()) {
         Some("task-rejected") => Reply::reject("lint", "3 warnings in src/lib.rs"),
         Some("task-failing") => Reply::raw(500, "text/plain", INTERNAL_DETAIL),
+        Some("task-slow") => Reply::approve().delay(Duration::from_secs(3)),
         _ => Reply::approve(),
     });
     coordinator
@@ -139,6 +147,29 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
                 );
             }
         }
+    }
+    // A caller that waits 300 ms at most: the check ends by then, and the
+    // answer says why.
+    let mut hurried = tonic::Request::new(completion("task-slow", "agent-7"));
+    hurried.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let code = match checking.complete_task(hurried).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    };
+    let took = started.elapsed();
+    println!(
+        "Orchestrator/CompleteTask \"task-slow\" within 300 ms -> {code:?} in {} ms",
+        took.as_millis()
+    );
+    let in_time = took < Duration::from_millis(1500);
+    let expected = if scripted {
+        code == Code::DeadlineExceeded
+    } else {
+        code != Code::Cancelled
+    };
+    if !(in_time && expected) {
+        return Err(format!("a hurried call got {code:?} after {took:?}").into());
     }
     Ok(())
 }

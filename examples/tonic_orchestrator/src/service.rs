@@ -1,5 +1,8 @@
 //! The orchestrator's two gRPC services.
 
+use std::time::Duration;
+
+use quality_gate::propagate::{parse_grpc_timeout, Propagation, GRPC_TIMEOUT};
 use quality_gate::{QualityClient, Verdict};
 use tonic::{Request, Response, Status};
 
@@ -8,9 +11,20 @@ use crate::pb::orchestrator_server::Orchestrator;
 use crate::pb::{CompleteTaskReply, CompleteTaskRequest};
 use crate::status::{check_for, status_for};
 
+/// Time kept back from the caller's deadline to send the answer: the check
+/// ends this much before it, so the caller gets this service's
+/// `DEADLINE_EXCEEDED` (and its message) rather than tonic's own
+/// `CANCELLED` when the deadline passes.
+const ANSWER_MARGIN: Duration = Duration::from_millis(20);
+
 /// `Orchestrator`: asks the quality gate through a shared client (its
 /// clones share the connection pool, the concurrency limit and the retry
 /// budget).
+///
+/// Each check carries the gRPC call's context: it ends before the caller's
+/// deadline (`grpc-timeout`: tonic applies it to the handler but has no
+/// getter, so it is read from the metadata), and sends the caller's
+/// `x-request-id` and `traceparent` to the coordinator.
 #[derive(Clone, Debug)]
 pub struct Checking {
     client: QualityClient,
@@ -29,7 +43,19 @@ impl Orchestrator for Checking {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<CompleteTaskReply>, Status> {
-        let check = check_for(request.into_inner())?;
+        let metadata = request.metadata();
+        let budget = metadata
+            .get(GRPC_TIMEOUT)
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+            .map(|d| d.saturating_sub(ANSWER_MARGIN));
+        // Ids and trace context; the deadline is taken above, with the margin.
+        let context = Propagation::default()
+            .deadline(false)
+            .extract(metadata.as_ref());
+        let mut check = context.apply(check_for(request.into_inner())?);
+        if let Some(budget) = budget {
+            check = check.timeout(budget);
+        }
         match self.client.verdict(check).await {
             Verdict::Approved(v) => Ok(Response::new(CompleteTaskReply {
                 accepted: true,

@@ -1,0 +1,569 @@
+//! Carrying a server request's context into the quality check it makes:
+//! its request id, its W3C trace context and its gRPC deadline.
+//!
+//! [`QualityGate`](crate::gate::QualityGate) does this for every request
+//! by default ([`Propagation`]); a handler that calls a
+//! [`QualityClient`](crate::QualityClient) itself can use the same pieces:
+//! [`Propagation::extract`] on the incoming headers, then
+//! [`Propagated::apply`] to the [`QualityRequest`], or the parsers alone
+//! ([`parse_grpc_timeout`], [`is_valid_traceparent`]).
+//!
+//! What is taken, and what is ignored:
+//!
+//! - **request id**: the `x-request-id` header, when it is 1 to 128
+//!   visible ASCII characters (anything else could not be logged or sent
+//!   safely, and is ignored; the client then generates one);
+//! - **trace context**: `traceparent` when it is exactly one valid W3C
+//!   version-`00` header (`00-{32 hex}-{16 hex}-{2 hex}`, lowercase, ids not
+//!   all zero), and `tracestate` only along with such a `traceparent` (at
+//!   most 512 bytes and 32 members, several headers joined with `,`);
+//! - **deadline**: `grpc-timeout` (1 to 8 ASCII digits and a unit `H`, `M`,
+//!   `S`, `m`, `u` or `n`, as gRPC's HTTP/2 protocol says); the check must
+//!   end by the time the caller stops waiting, counted from when the
+//!   request arrived, so reading its body counts against it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::HeaderMap;
+//! use quality_gate::propagate::Propagation;
+//! use quality_gate::QualityRequest;
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-request-id", "req-42".parse().unwrap());
+//! headers.insert("grpc-timeout", "200m".parse().unwrap());
+//! headers.insert(
+//!     "traceparent",
+//!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+//! );
+//!
+//! let context = Propagation::default().extract(&headers);
+//! let check = context.apply(QualityRequest::new("task-1", "agent-1"));
+//! assert_eq!(check.options().request_id.as_ref().unwrap(), "req-42");
+//! assert!(check.options().headers.contains_key("traceparent"));
+//! assert!(check.options().deadline.is_some());
+//! ```
+
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
+use crate::wire::QualityRequest;
+
+/// The gRPC deadline header: `grpc-timeout`.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The W3C trace-context header: `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C vendor trace-state header: `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// The longest request id taken from an incoming request: 128 bytes, room
+/// for any UUID or ULID with a prefix, too little to smuggle a payload.
+const MAX_REQUEST_ID: usize = 128;
+/// W3C: vendors may drop a `tracestate` longer than 512 characters.
+const MAX_TRACESTATE: usize = 512;
+/// W3C: at most 32 list members.
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// What [`QualityGate`](crate::gate::QualityGate) carries from an incoming
+/// request into the check it makes: by default ([`Propagation::default`])
+/// the request id, the trace context and the gRPC deadline, each of which
+/// can be turned off; [`Propagation::none`] takes nothing.
+///
+/// On by default because a check made on behalf of a request is part of
+/// it: the coordinator's logs should carry the caller's id and trace, and a
+/// check nobody waits for any more should not hold a slot.
+///
+/// ```
+/// use quality_gate::propagate::Propagation;
+///
+/// let only_ids = Propagation::none().request_id(true);
+/// assert!(only_ids.get_request_id());
+/// assert!(!only_ids.get_trace_context());
+/// assert!(Propagation::default().get_deadline());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Propagation {
+    request_id: bool,
+    trace_context: bool,
+    deadline: bool,
+}
+
+impl Default for Propagation {
+    /// Everything on.
+    fn default() -> Self {
+        Propagation {
+            request_id: true,
+            trace_context: true,
+            deadline: true,
+        }
+    }
+}
+
+impl Propagation {
+    /// Propagates nothing: each check gets a new request id, no trace
+    /// headers and only the client's own deadline.
+    pub const fn none() -> Self {
+        Propagation {
+            request_id: false,
+            trace_context: false,
+            deadline: false,
+        }
+    }
+
+    /// Whether to send the incoming `x-request-id` (default true).
+    pub const fn request_id(mut self, on: bool) -> Self {
+        self.request_id = on;
+        self
+    }
+
+    /// Whether to send the incoming `traceparent` and `tracestate` (default
+    /// true).
+    pub const fn trace_context(mut self, on: bool) -> Self {
+        self.trace_context = on;
+        self
+    }
+
+    /// Whether to end the check by the incoming `grpc-timeout` (default
+    /// true).
+    pub const fn deadline(mut self, on: bool) -> Self {
+        self.deadline = on;
+        self
+    }
+
+    /// Whether the request id is propagated.
+    pub const fn get_request_id(&self) -> bool {
+        self.request_id
+    }
+
+    /// Whether the trace context is propagated.
+    pub const fn get_trace_context(&self) -> bool {
+        self.trace_context
+    }
+
+    /// Whether the gRPC deadline is propagated.
+    pub const fn get_deadline(&self) -> bool {
+        self.deadline
+    }
+
+    /// Reads what is to be propagated from an incoming request's headers,
+    /// now: a deadline is counted from this call. Invalid values are left
+    /// out, never an error.
+    pub fn extract(&self, headers: &HeaderMap) -> Propagated {
+        let mut out = Propagated::default();
+        if self.request_id {
+            out.request_id = headers
+                .get(DEFAULT_REQUEST_ID_HEADER)
+                .filter(|v| is_valid_request_id(v.as_bytes()))
+                .cloned();
+        }
+        if self.trace_context {
+            let mut parents = headers.get_all(TRACEPARENT).iter();
+            if let (Some(parent), None) = (parents.next(), parents.next()) {
+                if is_valid_traceparent(parent.as_bytes()) {
+                    out.traceparent = Some(parent.clone());
+                    out.tracestate = tracestate(headers);
+                }
+            }
+        }
+        if self.deadline {
+            out.deadline = headers
+                .get(GRPC_TIMEOUT)
+                .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+                .map(crate::time::after);
+        }
+        out
+    }
+
+    /// [`extract`](Self::extract), adding the id from tower-http's
+    /// `SetRequestIdLayer` (the `RequestId` extension) when the headers
+    /// carry none.
+    #[cfg(feature = "tower-http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tower-http")))]
+    pub fn extract_with_extensions(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Propagated {
+        let mut out = self.extract(headers);
+        if self.request_id && out.request_id.is_none() {
+            out.request_id = extensions
+                .get::<tower_http::request_id::RequestId>()
+                .map(|id| id.header_value())
+                .filter(|v| is_valid_request_id(v.as_bytes()))
+                .cloned();
+        }
+        out
+    }
+}
+
+/// The context taken from one incoming request by
+/// [`Propagation::extract`], to [`apply`](Self::apply) to the check made
+/// for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Propagated {
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+    deadline: Option<Instant>,
+}
+
+impl Propagated {
+    /// The incoming request id, if valid.
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
+    }
+
+    /// The incoming `traceparent`, if valid.
+    pub fn traceparent(&self) -> Option<&HeaderValue> {
+        self.traceparent.as_ref()
+    }
+
+    /// The instant the incoming `grpc-timeout` ends at, if there was one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Adds the context to `request`, without overriding what it already
+    /// says: its own request id and trace headers are kept, and its
+    /// deadline becomes the earlier of its own and the incoming one.
+    pub fn apply(self, mut request: QualityRequest) -> QualityRequest {
+        let options = request.options_mut();
+        if options.request_id.is_none() {
+            options.request_id = self.request_id;
+        }
+        let traceparent = HeaderName::from_static(TRACEPARENT);
+        if !options.headers.contains_key(&traceparent) {
+            if let Some(parent) = self.traceparent {
+                options.headers.insert(traceparent, parent);
+                if let Some(state) = self.tracestate {
+                    options
+                        .headers
+                        .insert(HeaderName::from_static(TRACESTATE), state);
+                }
+            }
+        }
+        options.deadline = match (options.deadline, self.deadline) {
+            (Some(own), Some(incoming)) => Some(own.min(incoming)),
+            (own, incoming) => own.or(incoming),
+        };
+        request
+    }
+}
+
+/// Parses a `grpc-timeout` value: 1 to 8 ASCII digits followed by one unit,
+/// `H` (hours), `M` (minutes), `S` (seconds), `m` (milliseconds), `u`
+/// (microseconds) or `n` (nanoseconds). Anything else is `None`, as gRPC
+/// says a malformed value means no deadline.
+///
+/// tonic has no getter for the incoming deadline; a handler reads it from
+/// the request's metadata:
+///
+/// ```
+/// use std::time::Duration;
+/// use quality_gate::propagate::parse_grpc_timeout;
+///
+/// assert_eq!(parse_grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
+/// assert_eq!(parse_grpc_timeout(b"30000000u"), Some(Duration::from_secs(30))); // tonic's 30 s
+/// assert_eq!(parse_grpc_timeout(b"300000000u"), None); // 9 digits
+/// assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+/// assert_eq!(parse_grpc_timeout(b"5"), None); // no unit
+/// ```
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most 99,999,999: no overflow in any unit below.
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Whether `value` is a W3C `traceparent` of version `00`:
+/// `00-{trace-id: 32 hex}-{parent-id: 16 hex}-{flags: 2 hex}`, lowercase
+/// hex, neither id all zeros.
+///
+/// ```
+/// use quality_gate::propagate::is_valid_traceparent;
+///
+/// assert!(is_valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// assert!(!is_valid_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+/// assert!(!is_valid_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+/// ```
+pub fn is_valid_traceparent(value: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
+    match value {
+        [b'0', b'0', b'-', rest @ ..] if rest.len() == 52 => {
+            let (trace_id, rest) = rest.split_at(32);
+            let (dash1, rest) = rest.split_at(1);
+            let (parent_id, rest) = rest.split_at(16);
+            let (dash2, flags) = rest.split_at(1);
+            dash1 == b"-"
+                && dash2 == b"-"
+                && hex(trace_id)
+                && hex(parent_id)
+                && hex(flags)
+                && nonzero(trace_id)
+                && nonzero(parent_id)
+        }
+        _ => false,
+    }
+}
+
+fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&value.len()) && value.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// The `tracestate` headers joined with `,`, if they make a plausible list:
+/// visible ASCII, spaces and tabs; at most 512 bytes and 32 members, each
+/// with a `=`.
+fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut joined = Vec::new();
+    for value in headers.get_all(TRACESTATE) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let printable = joined
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t');
+    let members: Vec<&[u8]> = joined
+        .split(|&b| b == b',')
+        .map(|m| m.trim_ascii())
+        .filter(|m| !m.is_empty())
+        .collect();
+    let plausible = printable
+        && joined.len() <= MAX_TRACESTATE
+        && !members.is_empty()
+        && members.len() <= MAX_TRACESTATE_MEMBERS
+        && members.iter().all(|m| m.contains(&b'='));
+    plausible
+        .then(|| HeaderValue::from_bytes(&joined).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn grpc_timeout_units() {
+        for (value, expected) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("200m", Duration::from_millis(200)),
+            ("30000u", Duration::from_millis(30)),
+            ("7n", Duration::from_nanos(7)),
+            ("0m", Duration::ZERO),
+            ("99999999H", Duration::from_secs(99_999_999 * 3600)),
+            ("00000001S", Duration::from_secs(1)),
+        ] {
+            assert_eq!(
+                parse_grpc_timeout(value.as_bytes()),
+                Some(expected),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_ignored() {
+        for value in [
+            "",
+            "m",
+            "5",
+            "123456789m",
+            "1.5S",
+            "-1S",
+            "+1S",
+            " 1S",
+            "1S ",
+            "1s",
+            "1h",
+            "1x",
+            "1 m",
+            "١S",
+            "1mm",
+        ] {
+            assert_eq!(parse_grpc_timeout(value.as_bytes()), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn traceparent_validation() {
+        assert!(is_valid_traceparent(PARENT.as_bytes()));
+        assert!(is_valid_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // uppercase
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  // short id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902x7-01",
+        ] {
+            assert!(!is_valid_traceparent(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extract_takes_valid_values_only() {
+        let all = headers(&[
+            ("x-request-id", "req-1"),
+            ("traceparent", PARENT),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+            ("grpc-timeout", "250m"),
+        ]);
+        let got = Propagation::default().extract(&all);
+        assert_eq!(got.request_id().unwrap(), "req-1");
+        assert_eq!(got.traceparent().unwrap(), PARENT);
+        assert_eq!(
+            got.tracestate.as_ref().unwrap(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        );
+        assert_eq!(
+            got.deadline(),
+            Some(Instant::now() + Duration::from_millis(250))
+        );
+        assert_eq!(Propagation::none().extract(&all), Propagated::default());
+
+        let bad = headers(&[
+            ("x-request-id", "has space"),
+            ("traceparent", "00-bad"),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("grpc-timeout", "soon"),
+        ]);
+        assert_eq!(Propagation::default().extract(&bad), Propagated::default());
+
+        // Two traceparent headers: ambiguous, so neither, nor the state.
+        let twice = headers(&[
+            ("traceparent", PARENT),
+            ("traceparent", PARENT),
+            ("tracestate", "a=b"),
+        ]);
+        assert_eq!(
+            Propagation::default().extract(&twice),
+            Propagated::default()
+        );
+        let long_id = "x".repeat(MAX_REQUEST_ID + 1);
+        assert_eq!(
+            Propagation::default()
+                .extract(&headers(&[("x-request-id", &long_id)]))
+                .request_id(),
+            None
+        );
+        let bad_state = headers(&[("traceparent", PARENT), ("tracestate", "no-equals")]);
+        let got = Propagation::default().extract(&bad_state);
+        assert!(got.traceparent().is_some());
+        assert_eq!(got.tracestate, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apply_keeps_what_the_request_says() {
+        let incoming = Propagation::default().extract(&headers(&[
+            ("x-request-id", "incoming"),
+            ("traceparent", PARENT),
+            ("tracestate", "a=b"),
+            ("grpc-timeout", "1S"),
+        ]));
+        let own_parent = "00-11111111111111111111111111111111-2222222222222222-01";
+        let earlier = Instant::now() + Duration::from_millis(10);
+        let own = QualityRequest::new("t", "a")
+            .request_id(HeaderValue::from_static("own"))
+            .header(
+                HeaderName::from_static(TRACEPARENT),
+                HeaderValue::from_static(own_parent),
+            )
+            .deadline(earlier);
+        let applied = incoming.clone().apply(own);
+        assert_eq!(applied.options().request_id.as_ref().unwrap(), "own");
+        assert_eq!(applied.options().headers[TRACEPARENT], own_parent);
+        assert!(!applied.options().headers.contains_key(TRACESTATE));
+        assert_eq!(applied.options().deadline, Some(earlier));
+
+        let later = QualityRequest::new("t", "a").deadline(Instant::now() + Duration::from_secs(5));
+        let applied = incoming.apply(later);
+        assert_eq!(applied.options().request_id.as_ref().unwrap(), "incoming");
+        assert_eq!(applied.options().headers[TRACEPARENT], PARENT);
+        assert_eq!(applied.options().headers[TRACESTATE], "a=b");
+        assert_eq!(
+            applied.options().deadline,
+            Some(Instant::now() + Duration::from_secs(1))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn grpc_timeout_round_trips(n in 0u64..=99_999_999, unit in 0usize..6) {
+            let (suffix, expected) = [
+                ('H', Duration::from_secs(n * 3600)),
+                ('M', Duration::from_secs(n * 60)),
+                ('S', Duration::from_secs(n)),
+                ('m', Duration::from_millis(n)),
+                ('u', Duration::from_micros(n)),
+                ('n', Duration::from_nanos(n)),
+            ][unit];
+            let value = format!("{n}{suffix}");
+            prop_assert_eq!(parse_grpc_timeout(value.as_bytes()), Some(expected));
+        }
+
+        #[test]
+        fn grpc_timeout_never_panics_and_accepts_only_the_grammar(value in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let parsed = parse_grpc_timeout(&value);
+            let grammar = value.len() >= 2
+                && value.len() <= 9
+                && value[..value.len() - 1].iter().all(u8::is_ascii_digit)
+                && b"HMSmun".contains(&value[value.len() - 1]);
+            prop_assert_eq!(parsed.is_some(), grammar);
+        }
+
+        #[test]
+        fn traceparent_accepts_exactly_the_format(
+            trace in "[0-9a-f]{32}",
+            parent in "[0-9a-f]{16}",
+            flags in "[0-9a-f]{2}",
+            noise in "[ -~]{0,60}",
+        ) {
+            let value = format!("00-{trace}-{parent}-{flags}");
+            let zero = trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0');
+            prop_assert_eq!(is_valid_traceparent(value.as_bytes()), !zero);
+            // Anything else of another length or shape is refused, never a panic.
+            let other = is_valid_traceparent(noise.as_bytes());
+            prop_assert!(!other || noise.len() == 55);
+        }
+    }
+}
