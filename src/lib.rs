@@ -1,36 +1,22 @@
-//! # quality-gate
+#![doc = include_str!("../README.md")]
 //!
-//! Asks a coordinator whether an agent's work passes its quality gates, as a
-//! [`tower::Service`], with typed errors, bounded retries, timeouts and a
-//! concurrency limit.
+//! # The crate's modules
 //!
-//! The call is `POST {COORDINATOR_URL}/api/quality/check` with a
-//! [`QualityRequest`], answered by a [`QualityResponse`] verdict. An
-//! [`Error`] is never an approval: fail closed.
-//!
-//! - [`QualityCheck`]: one attempt, the bare service.
-//! - [`QualityClient`]: the default stack — concurrency limit, overall
-//!   deadline, [`RetryPolicy`](retry::RetryPolicy), per-attempt timeout.
-//! - [`retry`]: the policy, its backoff and its budget, to reuse or replace.
+//! - [`QualityCheck`]: one attempt, the bare service; [`QualityClient`] and
+//!   [`ClientBuilder`]: the default stack and the layers it is made of.
+//! - [`call`]: each call's identity ([`call::Identify`], [`call::Call`]);
+//!   [`timeout`]: its deadline and attempt timeouts; [`retry`]: the policy,
+//!   its backoff and its budget; [`breaker`] and [`classify`]: the circuit
+//!   breaker and what counts as a failure.
+//! - [`limit`]: the adaptive concurrency limit; [`discover`]: replicas found
+//!   at run time.
+//! - [`gate`]: the server-side middleware; [`propagate`]: the request id,
+//!   trace context and deadline it forwards.
 //! - Networks: [`Proxy`], TLS options on [`QualityCheckBuilder`] (feature
 //!   `rustls`) with [`TlsFailure`] errors, HTTP/2 keep-alive, and
 //!   [`ClientBuilder::from_env`] for configuration from the environment.
-//!
-//! ```no_run
-//! use quality_gate::{QualityClient, QualityRequest};
-//!
-//! # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
-//! let client = QualityClient::from_env()?; // COORDINATOR_URL, or 127.0.0.1:8000
-//! let req = QualityRequest::new("task-42", "agent-7")
-//!     .files(["src/lib.rs"])
-//!     .diff_summary("add retry budget");
-//! match client.check(req).await {
-//!     Ok(v) if v.approved => println!("accepted"),
-//!     Ok(v) => println!("rejected by {}: {:?}", v.gate, v.message),
-//!     Err(e) => println!("not accepted, coordinator failed: {e}"),
-//! }
-//! # Ok(()) }
-//! ```
+//! - `metrics` (feature `metrics`) and `testing` (feature `test-util`): the
+//!   metrics and the in-process test coordinator.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -8,7 +8,7 @@ use http::HeaderValue;
 use tower::util::rng::{HasherRng, Rng};
 
 /// The default request-id header.
-pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static PREFIX: OnceLock<u64> = OnceLock::new();

@@ -1,7 +1,7 @@
 //! Duration arithmetic that saturates instead of panicking.
 //!
 //! Durations reach the crate from callers (timeouts, a custom
-//! [`Backoff`](crate::retry::Backoff), a call's deadline) and from
+//! [`RetryBackoff`](crate::retry::RetryBackoff), a call's deadline) and from
 //! coordinators (`Retry-After`), so any of them may be `Duration::MAX`.
 //! `Instant + Duration` and `Duration + Duration` panic on overflow; these
 //! helpers clamp instead, to a deadline so far ahead it never passes. (For

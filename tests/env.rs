@@ -52,7 +52,7 @@ async fn every_variable_reaches_the_client() {
     assert!(!shown.contains("s3cret"), "{shown}");
 
     let client = builder
-        .backoff(quality_gate::retry::ExponentialBackoff::new(
+        .backoff(quality_gate::retry::JitteredBackoff::new(
             std::time::Duration::from_millis(1),
         ))
         .build()

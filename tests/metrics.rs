@@ -16,7 +16,7 @@ use quality_gate::metrics::{
     ATTEMPT_DURATION, BREAKER_TRANSITIONS, CALLS_IN_FLIGHT, CALLS_WAITING, CALL_DURATION, ERRORS,
     REPLICA_EJECTIONS, RETRIES, RETRIES_REFUSED, VERDICTS,
 };
-use quality_gate::retry::{ExponentialBackoff, Jitter};
+use quality_gate::retry::{Jitter, JitteredBackoff};
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{QualityClient, QualityRequest};
 
@@ -100,7 +100,7 @@ impl Metrics {
 
 fn client(coordinator: &TestCoordinator) -> QualityClient {
     QualityClient::builder(coordinator.url())
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None)) // 100 ms, then 200 ms
+        .backoff(JitteredBackoff::default().jitter(Jitter::None)) // 100 ms, then 200 ms
         .build()
         .unwrap()
 }

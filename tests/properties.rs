@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use proptest::prelude::*;
 use quality_gate::breaker::CircuitBreakerConfig;
-use quality_gate::retry::{Backoff, ExponentialBackoff, Jitter};
+use quality_gate::retry::{Jitter, JitteredBackoff, RetryBackoff};
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{Error, QualityCheck, QualityClient, QualityRequest};
 use tokio::time::Instant;
@@ -185,7 +185,7 @@ proptest! {
         jitter in prop_oneof![Just(Jitter::Full), Just(Jitter::Equal), Just(Jitter::None)],
     ) {
         let duration = |(secs, nanos): (u64, u32)| Duration::new(secs, nanos % 1_000_000_000);
-        let b = ExponentialBackoff::new(duration(initial))
+        let b = JitteredBackoff::new(duration(initial))
             .max_delay(duration(max))
             .multiplier(multiplier)
             .jitter(jitter);
@@ -221,7 +221,7 @@ async fn retry_after_on_a_500_is_ignored() {
     let coordinator = TestCoordinator::start().await;
     coordinator.push(Reply::status(500).retry_after("5"));
     let client = QualityClient::builder(coordinator.url())
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+        .backoff(JitteredBackoff::default().jitter(Jitter::None))
         .build()
         .unwrap();
     let start = Instant::now();
@@ -372,7 +372,7 @@ async fn a_backoff_of_duration_max_fails_fast() {
     #[derive(Debug)]
     struct Forever;
 
-    impl Backoff for Forever {
+    impl RetryBackoff for Forever {
         fn delay(&self, _retry: u32) -> Duration {
             Duration::MAX
         }

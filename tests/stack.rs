@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use quality_gate::call::Call;
-use quality_gate::retry::{ExponentialBackoff, Jitter};
+use quality_gate::retry::{Jitter, JitteredBackoff};
 use quality_gate::testing::{Reply, TestCoordinator};
 use quality_gate::{
     ClientBuilder, Error, ErrorKind, QualityClient, QualityRequest, QualityResponse,
@@ -20,7 +20,7 @@ type Boxed = BoxCloneSyncService<QualityRequest, QualityResponse, Error>;
 
 fn builder(url: String) -> ClientBuilder {
     QualityClient::builder(url)
-        .backoff(ExponentialBackoff::default().jitter(Jitter::None))
+        .backoff(JitteredBackoff::default().jitter(Jitter::None))
         .attempt_timeout(Duration::from_secs(1))
 }
 

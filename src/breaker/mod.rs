@@ -34,10 +34,10 @@ use crate::error::Error;
 
 /// The default number of consecutive failed attempts that opens the
 /// circuit: 5, the coordinator's own breaker threshold.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 /// The default time the circuit stays open before one probe is let through:
 /// 30 s, the coordinator's own cooldown.
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// How often an ejected replica looks again while another call probes it.
 const HALF_OPEN_RECHECK: Duration = Duration::from_millis(50);

@@ -17,7 +17,7 @@ use crate::call::{Call, IdentifyLayer};
 use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
 use crate::limit::AdaptiveLimitConfig;
-use crate::retry::{Backoff, RetryBudget, RetryPolicy};
+use crate::retry::{RetryBackoff, RetryBudget, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::wire::QualityResponse;
 
@@ -197,7 +197,7 @@ impl ClientBuilder {
 
     /// The waits between attempts (default 100 ms, ×2, at most 2 s, full
     /// jitter).
-    pub fn backoff(mut self, backoff: impl Backoff) -> Self {
+    pub fn backoff(mut self, backoff: impl RetryBackoff) -> Self {
         self.policy = self.policy.backoff(backoff);
         self
     }

@@ -7,18 +7,18 @@ use tower::util::rng::{HasherRng, Rng};
 
 /// Decides the wait before retry number `retry` (1 for the first retry).
 ///
-/// Implement it to replace the default [`ExponentialBackoff`]; the
+/// Implement it to replace the default [`JitteredBackoff`]; the
 /// [`RetryPolicy`](super::RetryPolicy) calls it once per retry and still
 /// applies `Retry-After`, the deadline and the budget on top.
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{Backoff, RetryPolicy};
+/// use quality_gate::retry::{RetryBackoff, RetryPolicy};
 ///
 /// #[derive(Debug)]
 /// struct Fixed(Duration);
 ///
-/// impl Backoff for Fixed {
+/// impl RetryBackoff for Fixed {
 ///     fn delay(&self, _retry: u32) -> Duration {
 ///         self.0
 ///     }
@@ -27,13 +27,14 @@ use tower::util::rng::{HasherRng, Rng};
 /// let policy = RetryPolicy::new().backoff(Fixed(Duration::from_millis(250)));
 /// # let _ = policy;
 /// ```
-pub trait Backoff: fmt::Debug + Send + Sync + 'static {
+pub trait RetryBackoff: fmt::Debug + Send + Sync + 'static {
     /// The wait before retry number `retry`, counting from 1.
     fn delay(&self, retry: u32) -> Duration;
 }
 
-/// How much randomness [`ExponentialBackoff`] adds.
+/// How much randomness [`JitteredBackoff`] adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// A uniform draw from `[0, d]`, as the AWS SDK and gRPC do: the best
     /// spread of a crowd of retrying clients (default).
@@ -55,9 +56,9 @@ pub enum Jitter {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{Backoff, ExponentialBackoff, Jitter};
+/// use quality_gate::retry::{RetryBackoff, JitteredBackoff, Jitter};
 ///
-/// let b = ExponentialBackoff::new(Duration::from_millis(100))
+/// let b = JitteredBackoff::new(Duration::from_millis(100))
 ///     .multiplier(2.0)
 ///     .max_delay(Duration::from_millis(300))
 ///     .jitter(Jitter::None);
@@ -65,7 +66,7 @@ pub enum Jitter {
 /// assert_eq!(waits, [100, 200, 300, 300]);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ExponentialBackoff {
+pub struct JitteredBackoff {
     initial: Duration,
     multiplier: f64,
     max: Duration,
@@ -73,14 +74,14 @@ pub struct ExponentialBackoff {
 }
 
 /// The default first wait: 100 ms.
-pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// The default cap on one wait: 2 s.
-pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-impl ExponentialBackoff {
+impl JitteredBackoff {
     /// A backoff starting at `initial`, with the other defaults.
     pub fn new(initial: Duration) -> Self {
-        ExponentialBackoff {
+        JitteredBackoff {
             initial,
             ..Self::default()
         }
@@ -124,9 +125,9 @@ impl ExponentialBackoff {
     }
 }
 
-impl Default for ExponentialBackoff {
+impl Default for JitteredBackoff {
     fn default() -> Self {
-        ExponentialBackoff {
+        JitteredBackoff {
             initial: DEFAULT_INITIAL_BACKOFF,
             multiplier: 2.0,
             max: DEFAULT_MAX_BACKOFF,
@@ -135,7 +136,7 @@ impl Default for ExponentialBackoff {
     }
 }
 
-impl Backoff for ExponentialBackoff {
+impl RetryBackoff for JitteredBackoff {
     fn delay(&self, retry: u32) -> Duration {
         let base = self.base_delay(retry);
         match self.jitter {
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn exact_sequence_without_jitter() {
-        let b = ExponentialBackoff::default().jitter(Jitter::None);
+        let b = JitteredBackoff::default().jitter(Jitter::None);
         let waits: Vec<u128> = (1..=7).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(2));
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_within_bounds_and_spreads() {
-        let b = ExponentialBackoff::default();
+        let b = JitteredBackoff::default();
         let draws: Vec<Duration> = (0..10_000).map(|_| b.delay(3)).collect();
         assert!(draws.iter().all(|d| *d <= Duration::from_millis(400)));
         let below_half = draws
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn equal_jitter_keeps_half() {
-        let b = ExponentialBackoff::default().jitter(Jitter::Equal);
+        let b = JitteredBackoff::default().jitter(Jitter::Equal);
         for _ in 0..1_000 {
             let d = b.delay(2);
             assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
@@ -197,7 +198,7 @@ mod tests {
     #[test]
     fn huge_durations_saturate() {
         for jitter in [Jitter::Full, Jitter::Equal, Jitter::None] {
-            let b = ExponentialBackoff::new(Duration::MAX)
+            let b = JitteredBackoff::new(Duration::MAX)
                 .max_delay(Duration::MAX)
                 .multiplier(f64::MAX)
                 .jitter(jitter);
@@ -205,7 +206,7 @@ mod tests {
                 assert!(b.delay(retry) <= Duration::MAX);
             }
         }
-        let b = ExponentialBackoff::new(Duration::from_secs(1))
+        let b = JitteredBackoff::new(Duration::from_secs(1))
             .max_delay(Duration::MAX)
             .jitter(Jitter::None);
         assert_eq!(b.delay(1), Duration::from_secs(1));
@@ -215,7 +216,7 @@ mod tests {
     #[test]
     fn odd_multipliers_do_not_panic() {
         for m in [0.0, -3.0, f64::NAN, f64::INFINITY, 1e300] {
-            let b = ExponentialBackoff::default()
+            let b = JitteredBackoff::default()
                 .multiplier(m)
                 .jitter(Jitter::None);
             assert!(b.delay(50) <= Duration::from_secs(2), "{m}");

@@ -1,5 +1,5 @@
 //! Retrying failed checks: [`RetryPolicy`] for tower's `Retry`, its
-//! [`Backoff`] and its shared [`RetryBudget`].
+//! [`RetryBackoff`] and its shared [`RetryBudget`].
 //!
 //! The retry layer sits below [`Identify`](crate::call::Identify), so it
 //! retries [`Call`]s: every attempt shares the call's request id, body,
@@ -63,9 +63,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Sleep;
 use tower::retry::Policy;
 
-pub use self::backoff::{
-    Backoff, ExponentialBackoff, Jitter, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF,
-};
+pub use self::backoff::{Jitter, JitteredBackoff, RetryBackoff};
 pub use self::budget::RetryBudget;
 
 use crate::call::Call;
@@ -84,7 +82,7 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// It retries only what [`Error::is_retryable`] calls safe (connect and
 /// transport failures, timeouts, 408, 429, 5xx), never a 4xx, an invalid or
 /// oversized response, or a verdict (`approved: false` is an answer, not a
-/// failure). Between attempts it waits as its [`Backoff`] says, or as long as
+/// failure). Between attempts it waits as its [`RetryBackoff`] says, or as long as
 /// the coordinator's `Retry-After` asks if that is longer. It gives up, with
 /// the last error, when:
 ///
@@ -109,18 +107,18 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{ExponentialBackoff, Jitter, RetryBudget, RetryPolicy};
+/// use quality_gate::retry::{JitteredBackoff, Jitter, RetryBudget, RetryPolicy};
 ///
 /// let policy = RetryPolicy::new()
 ///     .attempts(4)
-///     .backoff(ExponentialBackoff::new(Duration::from_millis(50)).jitter(Jitter::Full))
+///     .backoff(JitteredBackoff::new(Duration::from_millis(50)).jitter(Jitter::Full))
 ///     .budget(RetryBudget::default());
 /// assert_eq!(policy.max_attempts(), 4);
 /// ```
 #[derive(Clone)]
 pub struct RetryPolicy {
     max_attempts: u32,
-    backoff: Arc<dyn Backoff>,
+    backoff: Arc<dyn RetryBackoff>,
     max_retry_after: Duration,
     budget: Option<Arc<RetryBudget>>,
     /// Decisions made for this call: zero in the policy tower's `Retry`
@@ -173,13 +171,13 @@ impl Failure {
 // ===== impl RetryPolicy =====
 
 impl RetryPolicy {
-    /// The default policy: 3 attempts, [`ExponentialBackoff::default`]
+    /// The default policy: 3 attempts, [`JitteredBackoff::default`]
     /// (100 ms, ×2, ≤ 2 s, full jitter), `Retry-After` honoured up to 10 s,
     /// no budget.
     pub fn new() -> Self {
         RetryPolicy {
             max_attempts: DEFAULT_ATTEMPTS,
-            backoff: Arc::new(ExponentialBackoff::default()),
+            backoff: Arc::new(JitteredBackoff::default()),
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             budget: None,
             decided: 0,
@@ -194,8 +192,8 @@ impl RetryPolicy {
         self
     }
 
-    /// The waits between attempts (default [`ExponentialBackoff::default`]).
-    pub fn backoff(mut self, backoff: impl Backoff) -> Self {
+    /// The waits between attempts (default [`JitteredBackoff::default`]).
+    pub fn backoff(mut self, backoff: impl RetryBackoff) -> Self {
         self.backoff = Arc::new(backoff);
         self
     }

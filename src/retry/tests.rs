@@ -21,7 +21,7 @@ fn status(code: u16, retry_after: Option<RetryAfter>) -> Error {
 }
 
 fn deterministic() -> RetryPolicy {
-    RetryPolicy::new().backoff(ExponentialBackoff::default().jitter(Jitter::None))
+    RetryPolicy::new().backoff(JitteredBackoff::default().jitter(Jitter::None))
 }
 
 fn call() -> Call {
@@ -120,7 +120,7 @@ async fn retry_after_seconds_and_date() {
     // A shorter Retry-After than the backoff keeps the backoff.
     let got = waits(
         &mut deterministic()
-            .backoff(ExponentialBackoff::new(Duration::from_secs(2)).jitter(Jitter::None)),
+            .backoff(JitteredBackoff::new(Duration::from_secs(2)).jitter(Jitter::None)),
         [status(503, Some(RetryAfter::Delay(Duration::from_secs(1))))],
     );
     assert_eq!(got, [Duration::from_secs(2)]);
@@ -259,7 +259,7 @@ async fn a_retried_error_is_kept_as_the_calls_last_error() {
 async fn absurd_waits_never_panic() {
     #[derive(Debug)]
     struct Forever;
-    impl Backoff for Forever {
+    impl RetryBackoff for Forever {
         fn delay(&self, _retry: u32) -> Duration {
             Duration::MAX
         }

@@ -9,7 +9,7 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use quality_gate::retry::{ExponentialBackoff, Jitter};
+use quality_gate::retry::{Jitter, JitteredBackoff};
 use quality_gate::testing::{Recorded, TestCoordinator};
 use quality_gate::{ClientBuilder, Error, QualityClient, QualityRequest, QualityResponse};
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ pub fn request(n: usize) -> QualityRequest {
 /// The default stack with a deterministic backoff: waits of exactly 100 ms,
 /// then 200 ms, so time bounds are exact.
 pub fn builder(url: impl Into<String>) -> ClientBuilder {
-    QualityClient::builder(url).backoff(ExponentialBackoff::default().jitter(Jitter::None))
+    QualityClient::builder(url).backoff(JitteredBackoff::default().jitter(Jitter::None))
 }
 
 /// The default client with the deterministic backoff.
