@@ -304,3 +304,33 @@ async fn a_call_out_of_time_says_what_went_wrong_before() {
         .expect("the retried attempt's error as the cause");
     assert_eq!(cause.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
 }
+
+/// A call that never gets a slot of the concurrency limit ends at its
+/// deadline with a total timeout that still names it: no attempt was made,
+/// and the request id it would have sent is on the error.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_never_gets_a_slot_still_has_its_request_id() {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.always(Reply::hang());
+    let client = builder(coordinator.url())
+        .concurrency_limit(1)
+        .build()
+        .unwrap();
+    let holder = {
+        let client = client.clone();
+        tokio::spawn(async move { client.check(QualityRequest::new("held", "a")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = tokio::time::Instant::now();
+    let req = QualityRequest::new("waiting", "a").timeout(Duration::from_millis(500));
+    let err = client.check(req).await.unwrap_err();
+    assert!(err.is_total_timeout(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert_eq!(err.attempts(), None);
+    assert!(
+        err.request_id().is_some_and(|id| id.starts_with("qg-")),
+        "{err:?}"
+    );
+    assert_eq!(coordinator.hits(), 1);
+    holder.abort();
+}

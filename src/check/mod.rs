@@ -75,6 +75,11 @@ impl QualityCheck {
         QualityCheckBuilder::new(base_url)
     }
 
+    /// Whether calls carry a request id.
+    pub(crate) fn sends_request_ids(&self) -> bool {
+        self.config.request_id_header.is_some()
+    }
+
     /// The coordinator's base URL as configured.
     pub fn base_url(&self) -> &http::Uri {
         &self.config.base

@@ -132,11 +132,26 @@ impl QualityClient {
             return svc.oneshot(req).await;
         };
         req.options_mut().deadline = Some(deadline);
+        // The id is fixed before the wait too, so a call that never gets a
+        // slot still names itself in its error and the log.
+        if req.options().request_id.is_none() && self.settings.check.sends_request_ids() {
+            req.options_mut().request_id = Some(crate::request_id::next());
+        }
+        let id = req.options().request_id.clone();
         match tokio::time::timeout_at(deadline, svc.oneshot(req)).await {
             Ok(result) => result,
-            Err(_) => Err(crate::metrics::waited_out(Error::timeout(
-                TimeoutKind::Total,
-            ))),
+            Err(_) => {
+                let error = Error::timeout(TimeoutKind::Total);
+                let error = match id {
+                    Some(id) => error.with_request_id(id),
+                    None => error,
+                };
+                tracing::debug!(
+                    request_id = error.request_id().unwrap_or(""),
+                    "quality check passed its deadline waiting for a concurrency slot"
+                );
+                Err(crate::metrics::waited_out(error))
+            }
         }
     }
 
