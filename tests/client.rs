@@ -322,20 +322,3 @@ async fn health_reports_up_down_and_slow() {
     assert_eq!(err.timeout_kind(), Some(quality_gate::TimeoutKind::Health));
     assert_eq!(coordinator.requests()[0].path, "/health");
 }
-
-#[tokio::test]
-async fn hand_built_stack_with_the_builders_layers() {
-    let coordinator = TestCoordinator::start().await;
-    coordinator.push(Reply::status(502));
-    let b = builder(coordinator.url());
-    let svc = tower::ServiceBuilder::new()
-        .layer(b.identify_layer())
-        .layer(b.concurrency_limit_layer())
-        .layer(b.deadline_layer())
-        .layer(b.retry_layer())
-        .option_layer(b.circuit_breaker_layer())
-        .layer(b.attempt_timeout_layer())
-        .service(b.target_service().unwrap());
-    assert!(svc.oneshot(request(1)).await.unwrap().approved);
-    assert_eq!(coordinator.hits(), 2);
-}
