@@ -1,3 +1,5 @@
+//! The response future of [`AdaptiveLimit`](super::AdaptiveLimit).
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

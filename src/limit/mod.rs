@@ -74,7 +74,7 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
+pub mod future;
 mod gradient;
 mod layer;
 
@@ -88,7 +88,7 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
-pub use self::future::ResponseFuture;
+use self::future::ResponseFuture;
 pub use self::gradient::AdaptiveLimitConfig;
 pub use self::layer::AdaptiveLimitLayer;
 
