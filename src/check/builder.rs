@@ -229,8 +229,8 @@ impl QualityCheckBuilder {
     /// fires.
     ///
     /// Zero, or more than a day, is a configuration error at build time.
-    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.connect_timeout = timeout;
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
         self
     }
 
@@ -238,8 +238,8 @@ impl QualityCheckBuilder {
     /// keeps it until the coordinator closes it, zero keeps none.
     ///
     /// More than a day is a configuration error at build time.
-    pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.pool_idle_timeout = timeout;
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.pool_idle_timeout = timeout.into();
         self
     }
 
@@ -270,8 +270,8 @@ impl QualityCheckBuilder {
     ///
     /// A reserved name (see [`header`](Self::header)), or one the builder
     /// already sends, is a configuration error at build time.
-    pub fn request_id_header(mut self, name: Option<&str>) -> Self {
-        self.request_id_header = name.map(str::to_owned);
+    pub fn request_id_header<'a>(mut self, name: impl Into<Option<&'a str>>) -> Self {
+        self.request_id_header = name.into().map(str::to_owned);
         self
     }
 
@@ -500,8 +500,8 @@ impl QualityCheckBuilder {
     /// [ping timeout](Self::http2_keep_alive_timeout) instead of hanging
     /// until an outer timeout. Some servers (grpc-go) send `GOAWAY` to
     /// clients that ping more than every 5 minutes while idle.
-    pub fn http2_keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
-        self.http2_keep_alive_interval = interval;
+    pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.http2_keep_alive_interval = interval.into();
         self
     }
 
