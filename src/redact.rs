@@ -106,6 +106,29 @@ impl Redactor {
         Redactor { raw, shown }
     }
 
+    /// This redactor's secrets and those of a call's own headers (names
+    /// that [`is_secret_header`] calls secret), or `None` when the call
+    /// carries none.
+    pub(crate) fn with_call_headers(&self, headers: &http::HeaderMap) -> Option<Redactor> {
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|(name, _)| is_secret_header(name))
+            .filter_map(|(_, value)| std::str::from_utf8(value.as_bytes()).ok())
+            .flat_map(secret_parts)
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        let call = Redactor::new(values);
+        let mut merged = self.clone();
+        for (forms, more) in [(&mut merged.raw, call.raw), (&mut merged.shown, call.shown)] {
+            forms.extend(more);
+            forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+            forms.dedup();
+        }
+        Some(merged)
+    }
+
     /// The start of an error body as an error may show it: every secret
     /// replaced by `[redacted]`, then decoded (lossily), on one line, at most
     /// [`SNIPPET_CHARS`] characters.

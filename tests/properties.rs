@@ -394,3 +394,44 @@ async fn a_backoff_of_duration_max_fails_fast() {
     assert_eq!(coordinator.hits(), 1);
     assert_eq!(start.elapsed(), Duration::from_millis(10));
 }
+
+/// A credential a caller sends as a per-call header (a name that reads as
+/// a secret: `authorization`, `x-session-token`, …) is scrubbed from an
+/// error body that echoes it, like a configured one, through the client.
+#[test]
+fn no_error_text_shows_a_per_call_secret_header() {
+    let rt = runtime();
+    let coordinator = rt.block_on(TestCoordinator::start());
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .build()
+        .unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let strategy = (
+        secret(),
+        prefix(),
+        0u8..3,
+        prop_oneof![Just("authorization"), Just("x-session-token")],
+    );
+    runner
+        .run(&strategy, |(secret, prefix, form, name)| {
+            let Ok(value) = http::HeaderValue::from_str(&secret) else {
+                return Ok(());
+            };
+            let mut body = prefix.clone();
+            body.extend(echoed(&secret, form));
+            body.extend_from_slice(b" tail");
+            coordinator.push(Reply::raw(503, "text/plain", body));
+            let req =
+                QualityRequest::new("t", "a").header(http::HeaderName::from_static(name), value);
+            let err = rt.block_on(client.check(req)).unwrap_err();
+            for text in error_texts(&err) {
+                prop_assert!(
+                    !text.contains(secret.trim()),
+                    "{name}: {secret:?} leaked in {text:?}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -43,8 +43,20 @@ impl Config {
         body: &[u8],
         retry_after: Option<RetryAfter>,
     ) -> Error {
+        self.status_error_using(&self.secrets, status, body, retry_after)
+    }
+
+    /// [`status_error`](Self::status_error) with another redactor: the
+    /// configured secrets and those of one call's own headers.
+    pub(crate) fn status_error_using(
+        &self,
+        secrets: &Redactor,
+        status: http::StatusCode,
+        body: &[u8],
+        retry_after: Option<RetryAfter>,
+    ) -> Error {
         let truncated = body.len() >= ERROR_BODY_READ;
-        Error::http_status(status, self.secrets.snippet(body, truncated), retry_after)
+        Error::http_status(status, secrets.snippet(body, truncated), retry_after)
     }
 }
 

@@ -15,7 +15,7 @@ use hyper_util::client::legacy;
 
 use super::config::Config;
 use crate::error::{Error, RetryAfter};
-use crate::redact::ERROR_BODY_READ;
+use crate::redact::{Redactor, ERROR_BODY_READ};
 use crate::wire::QualityResponse;
 
 /// The future a [`QualityCheck`](super::QualityCheck) call returns.
@@ -26,6 +26,9 @@ use crate::wire::QualityResponse;
 pub struct ResponseFuture {
     state: State,
     config: Arc<Config>,
+    /// The configured secrets and the call's own secret headers, when it
+    /// has any: what an echoing error body is scrubbed of.
+    call_secrets: Option<Arc<Redactor>>,
     span: tracing::Span,
     metrics: crate::metrics::AttemptMetrics,
 }
@@ -49,12 +52,14 @@ impl ResponseFuture {
     pub(super) fn new(
         sending: legacy::ResponseFuture,
         config: Arc<Config>,
+        call_secrets: Option<Arc<Redactor>>,
         span: tracing::Span,
     ) -> Self {
         ResponseFuture {
             state: State::Sending(sending),
             metrics: crate::metrics::AttemptMetrics::start(&config.check_uri),
             config,
+            call_secrets,
             span,
         }
     }
@@ -64,6 +69,7 @@ impl ResponseFuture {
         ResponseFuture {
             state: State::Failed(Some(error)),
             config,
+            call_secrets: None,
             span: tracing::Span::none(),
             metrics: crate::metrics::AttemptMetrics::none(),
         }
@@ -211,7 +217,12 @@ impl ResponseFuture {
         if status.is_success() {
             QualityResponse::from_json(body)
         } else {
-            Err(self.config.status_error(status, body, retry_after))
+            Err(match &self.call_secrets {
+                Some(secrets) => self
+                    .config
+                    .status_error_using(secrets, status, body, retry_after),
+                None => self.config.status_error(status, body, retry_after),
+            })
         }
     }
 }

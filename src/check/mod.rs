@@ -105,7 +105,22 @@ impl QualityCheck {
         for (name, value) in call.headers() {
             headers.insert(name.clone(), value.clone());
         }
-        ResponseFuture::new(self.client.request(request), self.config.clone(), span)
+        // A call's own headers may carry a credential too (a per-call
+        // `authorization`): an error body that echoes it is scrubbed of it.
+        let call_secrets = match call.headers().is_empty() {
+            true => None,
+            false => self
+                .config
+                .secrets
+                .with_call_headers(call.headers())
+                .map(Arc::new),
+        };
+        ResponseFuture::new(
+            self.client.request(request),
+            self.config.clone(),
+            call_secrets,
+            span,
+        )
     }
 }
 
