@@ -17,6 +17,7 @@ use super::sync::lock;
 use crate::wire::QualityRequest;
 
 /// One request the coordinator received.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Recorded {
     /// The method.
