@@ -112,10 +112,9 @@ fn os_var(name: &str) -> Result<Option<String>, Error> {
     match std::env::var(name) {
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(Error::config_with(
-            format!("{name} is not valid unicode"),
-            e,
-        )),
+        // Not the `VarError` as a source: it would print the value, which
+        // may be a credential.
+        Err(_) => Err(Error::config(format!("{name} is not valid unicode"))),
     }
 }
 

@@ -250,3 +250,34 @@ async fn a_stream_of_services_is_balanced_as_replicas() {
     assert_eq!(r[0].hits() + r[1].hits(), sent);
     assert_eq!(r[2].hits(), 0);
 }
+
+/// A stream that ends, and is not fused (it panics if polled again), leaves
+/// the replicas it gave serving: the balancer polls discovery on every
+/// call, and an ended stream is never polled again.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_ends_leaves_its_replicas_serving() {
+    struct Once(Option<String>, bool);
+    impl futures_core::Stream for Once {
+        type Item = Result<Change<usize, String>, std::io::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            assert!(!self.1, "polled after it ended");
+            match self.0.take() {
+                Some(url) => Poll::Ready(Some(Ok(Change::Insert(0, url)))),
+                None => {
+                    self.1 = true;
+                    Poll::Ready(None)
+                }
+            }
+        }
+    }
+    let r = replicas(Duration::from_millis(20)).await;
+    let client = QualityClient::builder(r[0].url())
+        .discover_base_urls(Once(Some(r[0].url()), false))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        let req = quality_gate::QualityRequest::new(format!("t-{n}"), "a");
+        assert!(client.check(req).await.unwrap().approved, "{n}");
+    }
+    assert_eq!(r[0].hits(), 5);
+}

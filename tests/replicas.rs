@@ -188,3 +188,28 @@ async fn hedged_copies_stay_within_the_concurrency_limit_and_the_attempts() {
         assert!(hits <= 2, "{task} sent {hits} copies with attempts(2)");
     }
 }
+
+/// In real time (the buffer hop in front of the balancer takes a moment),
+/// a hanging replica's own attempt timer still decides its attempts, so its
+/// breaker counts the timeouts and ejects it: it sees at most the 3
+/// attempts of the default ejection, however many calls follow.
+#[tokio::test]
+async fn a_hanging_replica_is_ejected_in_real_time() {
+    let replicas = replicas(2).await;
+    replicas[0].always(Reply::hang());
+    let client = builder(replicas[0].url())
+        .base_urls(replicas.iter().map(TestCoordinator::url))
+        .attempt_timeout(Duration::from_millis(20))
+        .retry_budget(None)
+        .build()
+        .unwrap();
+    for n in 0..30 {
+        assert!(client.check(request(n)).await.unwrap().approved, "{n}");
+    }
+    assert!(
+        replicas[0].hits() <= 3,
+        "the hanging replica got {} attempts",
+        replicas[0].hits()
+    );
+    assert_eq!(replicas[1].hits(), 30);
+}

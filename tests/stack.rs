@@ -334,3 +334,26 @@ async fn a_call_that_never_gets_a_slot_still_has_its_request_id() {
     assert_eq!(coordinator.hits(), 1);
     holder.abort();
 }
+
+/// A per-call header named like the request-id header would send another id
+/// than the one errors and spans report: the call fails with a
+/// configuration error and sends nothing.
+#[tokio::test(start_paused = true)]
+async fn a_per_call_request_id_header_is_refused() {
+    let coordinator = TestCoordinator::start().await;
+    let client = builder(coordinator.url()).build().unwrap();
+    let req = QualityRequest::new("t", "a").header(
+        http::HeaderName::from_static("x-request-id"),
+        http::HeaderValue::from_static("mine"),
+    );
+    let err = client.check(req).await.unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    assert_eq!(coordinator.hits(), 0);
+
+    // And a per-call credential is never printed by the request's Debug.
+    let req = QualityRequest::new("t", "a").header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer s3cret"),
+    );
+    assert!(!format!("{req:?}").contains("s3cret"));
+}

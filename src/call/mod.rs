@@ -70,6 +70,11 @@ struct Inner {
     /// Attempts under an [`AttemptTimeout`](crate::timeout::AttemptTimeout)
     /// right now, whose timers fire by the call's deadline at the latest.
     timed_attempts: AtomicU32,
+    /// The end of the current attempt as the outermost attempt timer set
+    /// it: a timer below (a replica's, behind a balancer) ends no later, so
+    /// that it, not the outer one, decides the attempt and its replica
+    /// sees the timeout.
+    attempt_ends: Mutex<Option<Instant>>,
     /// The last failed attempt's error, kept by the retry policy when it
     /// decides to retry, so that a deadline passing in the wait that
     /// follows can say what went wrong before.
@@ -131,6 +136,7 @@ impl Call {
                 deadline,
                 attempts: AtomicU32::new(0),
                 timed_attempts: AtomicU32::new(0),
+                attempt_ends: Mutex::new(None),
                 last_error: Mutex::new(None),
                 hedge_slot: Mutex::new(None),
                 span,
@@ -192,6 +198,21 @@ impl Call {
     pub(crate) fn timed_attempt(&self) -> TimedAttempt {
         self.inner.timed_attempts.fetch_add(1, Ordering::Relaxed);
         TimedAttempt(self.clone())
+    }
+
+    /// The end an attempt timer gives the attempt starting now: `at`, or an
+    /// earlier end an outer attempt timer already set for this attempt.
+    /// The first (outermost) timer of an attempt records its end.
+    pub(crate) fn attempt_end(&self, at: Instant, outermost: bool) -> Instant {
+        let mut ends = lock(&self.inner.attempt_ends);
+        match (*ends, outermost) {
+            (_, true) => {
+                *ends = Some(at);
+                at
+            }
+            (Some(outer), false) => outer.min(at),
+            (None, false) => at,
+        }
     }
 
     /// Whether an attempt timer bounds the call by its deadline right now,

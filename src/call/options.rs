@@ -1,6 +1,7 @@
 //! [`CallOptions`]: what a caller says about one call that is not part of
 //! the wire body.
 
+use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 /// [`request_id`](crate::QualityRequest::request_id),
 /// [`header`](crate::QualityRequest::header)); read them with
 /// [`options`](crate::QualityRequest::options).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallOptions {
     /// The instant by which the call must be over, waits, retries and
@@ -36,6 +37,18 @@ pub struct CallOptions {
     /// `upgrade`, and the request-id header, which has its own option) are
     /// refused: the call fails with a configuration error.
     pub headers: HeaderMap,
+}
+
+impl fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header names only: a per-call header may carry a credential.
+        f.debug_struct("CallOptions")
+            .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
+            .field("request_id", &self.request_id)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl CallOptions {

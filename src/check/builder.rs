@@ -607,9 +607,9 @@ pub(crate) fn env_url() -> Result<String, Error> {
     match std::env::var(COORDINATOR_URL_ENV) {
         Ok(url) => Ok(url),
         Err(std::env::VarError::NotPresent) => Ok(DEFAULT_COORDINATOR_URL.to_owned()),
-        Err(e) => Err(Error::config_with(
-            format!("{COORDINATOR_URL_ENV} is not valid unicode"),
-            e,
-        )),
+        // Not the `VarError` as a source: it would print the value.
+        Err(_) => Err(Error::config(format!(
+            "{COORDINATOR_URL_ENV} is not valid unicode"
+        ))),
     }
 }

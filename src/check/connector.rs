@@ -55,6 +55,9 @@ pub(crate) fn connector(
 ) -> Result<Connector, Error> {
     let route = Route {
         http: tcp(connect_timeout, resolver),
+        // The proxy is reached by its own name, never at addresses pinned
+        // for a discovered replica.
+        to_proxy: tcp(connect_timeout, Resolver::default()),
         proxy: proxy.map(Arc::new),
     };
     #[cfg(feature = "rustls")]
@@ -129,6 +132,7 @@ where
 #[derive(Clone)]
 pub(crate) struct Route {
     http: HttpConnector<Resolver>,
+    to_proxy: HttpConnector<Resolver>,
     proxy: Option<Arc<Matcher>>,
 }
 
@@ -152,7 +156,10 @@ impl Service<Uri> for Route {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
-        let mut http = self.http.clone();
+        let mut http = match intercept {
+            Some(_) => self.to_proxy.clone(),
+            None => self.http.clone(),
+        };
         Box::pin(async move {
             let Some(proxy) = intercept else {
                 return Ok(Conn::new(http.call(dst).await?, false));

@@ -201,7 +201,8 @@ impl Future for ResponseFuture {
                     let error = error.take().unwrap_or_else(Error::not_ready);
                     return this.finish(Err(error));
                 }
-                State::Done => panic!("ResponseFuture polled after completion"),
+                // Polled after completion: a misuse, answered without a panic.
+                State::Done => return Poll::Ready(Err(Error::not_ready())),
             }
         }
     }

@@ -103,7 +103,21 @@ impl QualityCheck {
             };
         }
         for (name, value) in call.headers() {
-            headers.insert(name.clone(), value.clone());
+            if self.config.request_id_header.as_ref() == Some(name) {
+                // The id has its own option; a header of that name would
+                // send another id than the one errors and spans report.
+                return ResponseFuture::failed(
+                    Error::config(format!(
+                        "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
+                    )),
+                    self.config.clone(),
+                );
+            }
+            let mut value = value.clone();
+            if crate::redact::is_secret_header(name) {
+                value.set_sensitive(true);
+            }
+            headers.insert(name.clone(), value);
         }
         // A call's own headers may carry a credential too (a per-call
         // `authorization`): an error body that echoes it is scrubbed of it.

@@ -214,6 +214,7 @@ impl ClientBuilder {
                     let inner = make(&template, key, value)?;
                     Some(replica.wrap(inner, &format!("{key:?}")))
                 },
+                done: false,
             };
             replicas::balanced_discover(mapped, queue)
         });
@@ -321,6 +322,9 @@ impl ClientBuilder {
 struct MapChanges<D, F> {
     stream: Pin<Box<D>>,
     make: F,
+    /// The user's stream ended: it is never polled again (it may not be
+    /// fused), and the replicas it gave keep serving.
+    done: bool,
 }
 
 // The closure is never pinned, and the stream is boxed.
@@ -335,9 +339,23 @@ where
     type Item = Result<Change<K, S>, BoxError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
+        // A stream of nothing but errors or refused entries must not hold
+        // the balancer's task: after this many, yield and come back.
+        const BUDGET: usize = 32;
+        for _ in 0..BUDGET {
+            if self.done {
+                return Poll::Pending;
+            }
             let change = match ready!(self.stream.as_mut().poll_next(cx)) {
-                None => return Poll::Ready(None),
+                None => {
+                    // Ending the balancer's discovery would fail every
+                    // call; the set simply stops changing.
+                    self.done = true;
+                    tracing::warn!(
+                        "the replica discovery stream ended; the replicas stay as they are"
+                    );
+                    return Poll::Pending;
+                }
                 Some(Err(e)) => {
                     // An error ends a balancer's discovery for good: the
                     // replicas it has keep serving instead.
@@ -356,5 +374,7 @@ where
                 }
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

@@ -30,7 +30,9 @@ type MakeService<S> = Box<dyn FnMut(SocketAddr, &ResolveNow) -> Option<S> + Send
 /// `make` builds the service for a new address; it is handed a
 /// [`ResolveNow`] that the service can use to ask for an early resolution
 /// (the client's replicas do when they fail to connect). When it returns
-/// `None` the address is skipped until it disappears and comes back.
+/// `None` the address is skipped, and tried again at the next resolution.
+/// A resolution that takes more than 10 s fails, and the set stays as it
+/// is.
 pub struct Discovery<S> {
     resolver: Arc<dyn Resolve>,
     name: String,
@@ -106,7 +108,19 @@ impl<S> Discovery<S> {
 
     fn start(&mut self) {
         self.pending_request = false;
-        self.resolving = Some(self.resolver.resolve(&self.name));
+        // A resolution that never finishes must not hold back every later
+        // one: it fails after this long and the set stays as it is.
+        const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+        let resolving = self.resolver.resolve(&self.name);
+        self.resolving = Some(Box::pin(async move {
+            match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
+                Ok(result) => result,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "resolution timed out",
+                )),
+            }
+        }));
     }
 
     /// Queues the changes from the current set to `addrs`: insertions

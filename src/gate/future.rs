@@ -105,11 +105,17 @@ where
             let verdict = match this.state.as_mut().project() {
                 StateProj::Derive { future } => match ready!(future.poll(cx)) {
                     Ok((check, forward)) => {
-                        let check = match this.propagated.take() {
+                        let mut check = match this.propagated.take() {
                             Some(propagated) => propagated.apply(check),
                             None => check,
                         };
                         *this.forward = Some(forward);
+                        // A timeout on the derived check counts from now,
+                        // so the wait for a quality slot is within it too.
+                        let now = tokio::time::Instant::now();
+                        if let Some(at) = check.options().effective_deadline(now, None) {
+                            check.options_mut().deadline = Some(at);
+                        }
                         let deadline = check.options().deadline.map(tokio::time::sleep_until);
                         this.state.set(State::QualityReady {
                             check: Some(check),

@@ -131,6 +131,11 @@ impl AdaptiveLimitConfig {
                 "adaptive concurrency: the backoff factor must be between 0 and 1",
             ));
         }
+        if self.probe_interval < std::time::Duration::from_millis(1) {
+            return Err(Error::config(
+                "adaptive concurrency: the probe interval must be at least 1 ms",
+            ));
+        }
         if self.probe_concurrency == 0 || self.probe_samples == 0 {
             return Err(Error::config(
                 "adaptive concurrency: a probe needs at least one call at a concurrency of at least 1",

@@ -39,7 +39,7 @@
 //!   `tolerance × C`: the mean, not a percentile, is what measures the
 //!   queue.
 //! - **Overload.** A call that ends in what the classifier calls overload
-//!   ([`Overload`]: status 429 or 503, or a timeout) multiplies the limit by
+//!   ([`Overload`]: status 429 or 503, or an attempt timeout) multiplies the limit by
 //!   [`backoff`](AdaptiveLimitConfig::backoff) (0.9, AIMD's decrease), once
 //!   per round: the calls started before a decrease do not decrease it
 //!   again, as TCP halves once per window, so a burst of timeouts does not
@@ -98,7 +98,9 @@ use crate::error::{BoxError, Error};
 
 /// The default overload classifier: an error is overload when it is a
 /// timeout or a status 429 (Too Many Requests) or 503 (Service
-/// Unavailable); other errors say nothing about load and are ignored.
+/// Unavailable); other errors say nothing about load and are ignored, and
+/// so does an attempt cut by its call's own deadline
+/// ([`Error::is_total_timeout`]: the caller ran out of time).
 ///
 /// For a [`BoxError`] (a tower layer between), a boxed [`Error`] is judged
 /// as above and a tower `Elapsed` is overload.
@@ -116,7 +118,10 @@ pub struct Overload;
 
 impl ClassifyFailure<Error> for Overload {
     fn is_failure(&self, error: &Error) -> bool {
-        error.is_timeout() || matches!(error.status().map(|s| s.as_u16()), Some(429 | 503))
+        // A call cut by its own deadline (a caller's short or propagated
+        // one) says nothing of the coordinator's load.
+        (error.is_timeout() && !error.is_total_timeout())
+            || matches!(error.status().map(|s| s.as_u16()), Some(429 | 503))
     }
 }
 

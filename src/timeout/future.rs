@@ -45,13 +45,19 @@ impl<F> ResponseFuture<F> {
 
     /// An attempt, bounded by a timer at `at`, which is no later than the
     /// call's deadline.
-    pub(super) fn attempt(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
+    pub(super) fn attempt(
+        inner: F,
+        at: Instant,
+        kind: TimeoutKind,
+        call: Call,
+        timed: TimedAttempt,
+    ) -> Self {
         ResponseFuture {
             inner: Some(inner),
             timer: Some(tokio::time::sleep_until(at)),
             lazy_until: None,
             kind,
-            attempt: Some(call.timed_attempt()),
+            attempt: Some(timed),
             call: Some(call),
         }
     }

@@ -124,12 +124,18 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let own = crate::time::after(self.timeout);
+        // The outermost attempt timer of an attempt sets its end; one below
+        // (a replica's, behind a balancer and a buffer, started a little
+        // later) ends no later, so it decides the attempt and its replica's
+        // breaker and limit see the timeout.
+        let outermost = !call.deadline_covered();
+        let own = call.attempt_end(crate::time::after(self.timeout), outermost);
         let (at, kind) = match call.deadline() {
             Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
             _ => (own, TimeoutKind::Attempt),
         };
+        let timed = call.timed_attempt();
         let inner = self.inner.call(call.clone());
-        ResponseFuture::attempt(inner, at, kind, call)
+        ResponseFuture::attempt(inner, at, kind, call, timed)
     }
 }
