@@ -95,15 +95,23 @@ impl Redactor {
                 }
             }
         }
-        let mut shown: Vec<Vec<u8>> = raw
+        let shown: Vec<Vec<u8>> = raw
             .iter()
             .map(|form| one_line(&String::from_utf8_lossy(form)).into_bytes())
             .collect();
-        for forms in [&mut raw, &mut shown] {
+        let mut redactor = Redactor::default();
+        redactor.add(raw, shown);
+        redactor
+    }
+
+    /// Adds forms to look for, kept sorted (longest first) and without
+    /// duplicates.
+    fn add(&mut self, raw: Vec<Vec<u8>>, shown: Vec<Vec<u8>>) {
+        for (forms, more) in [(&mut self.raw, raw), (&mut self.shown, shown)] {
+            forms.extend(more);
             forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
             forms.dedup();
         }
-        Redactor { raw, shown }
     }
 
     /// This redactor's secrets and those of a call's own headers (names
@@ -121,11 +129,7 @@ impl Redactor {
         }
         let call = Redactor::new(values);
         let mut merged = self.clone();
-        for (forms, more) in [(&mut merged.raw, call.raw), (&mut merged.shown, call.shown)] {
-            forms.extend(more);
-            forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-            forms.dedup();
-        }
+        merged.add(call.raw, call.shown);
         Some(merged)
     }
 
