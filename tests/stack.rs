@@ -349,6 +349,11 @@ async fn a_per_call_request_id_header_is_refused() {
     let err = client.check(req).await.unwrap_err();
     assert!(err.is_config(), "{err:?}");
     assert_eq!(coordinator.hits(), 0);
+    assert_eq!(
+        err.attempts(),
+        None,
+        "nothing was sent, so no attempt counts"
+    );
 
     // And a per-call credential is never printed by the request's Debug.
     let req = QualityRequest::new("t", "a").header(

@@ -87,6 +87,19 @@ impl QualityCheck {
 
     /// Sends one attempt of `call`.
     fn send(&self, call: &Call) -> ResponseFuture {
+        if let Some(name) = &self.config.request_id_header {
+            if call.headers().contains_key(name) {
+                // The id has its own option; a header of that name would
+                // send another id than the one errors and spans report.
+                // Refused before anything counts as an attempt.
+                return ResponseFuture::failed(
+                    Error::config(format!(
+                        "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
+                    )),
+                    self.config.clone(),
+                );
+            }
+        }
         let attempt = call.start_attempt();
         let span = crate::trace::attempt_span(call, attempt, &self.config.check_uri);
         let mut request = http::Request::new(Full::new(call.body().clone()));
@@ -103,16 +116,6 @@ impl QualityCheck {
             };
         }
         for (name, value) in call.headers() {
-            if self.config.request_id_header.as_ref() == Some(name) {
-                // The id has its own option; a header of that name would
-                // send another id than the one errors and spans report.
-                return ResponseFuture::failed(
-                    Error::config(format!(
-                        "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
-                    )),
-                    self.config.clone(),
-                );
-            }
             let mut value = value.clone();
             if crate::redact::is_secret_header(name) {
                 value.set_sensitive(true);
@@ -121,13 +124,13 @@ impl QualityCheck {
         }
         // A call's own headers may carry a credential too (a per-call
         // `authorization`): an error body that echoes it is scrubbed of it.
-        let call_secrets = match call.headers().is_empty() {
-            true => None,
-            false => self
-                .config
+        let call_secrets = if call.headers().is_empty() {
+            None
+        } else {
+            self.config
                 .secrets
                 .with_call_headers(call.headers())
-                .map(Arc::new),
+                .map(Arc::new)
         };
         ResponseFuture::new(
             self.client.request(request),
