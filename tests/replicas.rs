@@ -203,13 +203,24 @@ async fn a_hanging_replica_is_ejected_in_real_time() {
         .retry_budget(None)
         .build()
         .unwrap();
+    // Until the ejection a call's attempts may all land on the hanging
+    // replica (p2c picks among equals at random): that spends the 3
+    // failures the ejection needs, so at most one call fails.
+    let mut failed = 0;
     for n in 0..30 {
-        assert!(client.check(request(n)).await.unwrap().approved, "{n}");
+        match client.check(request(n)).await {
+            Ok(verdict) => assert!(verdict.approved, "{n}"),
+            Err(err) => {
+                assert!(err.is_attempt_timeout(), "{n}: {err:?}");
+                failed += 1;
+            }
+        }
     }
+    assert!(failed <= 1, "{failed} calls failed");
     assert!(
         replicas[0].hits() <= 3,
         "the hanging replica got {} attempts",
         replicas[0].hits()
     );
-    assert_eq!(replicas[1].hits(), 30);
+    assert_eq!(replicas[1].hits(), 30 - failed);
 }
