@@ -36,7 +36,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::Service;
@@ -85,17 +85,6 @@ struct Inner {
     metrics: crate::metrics::CallMetrics,
 }
 
-/// Headers the client sets itself; a call may not carry its own.
-const RESERVED: [HeaderName; 7] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_LENGTH,
-    header::HOST,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    header::TE,
-    header::UPGRADE,
-];
-
 // ===== impl Call =====
 
 impl Call {
@@ -114,9 +103,14 @@ impl Call {
         span: tracing::Span,
     ) -> Result<Call, Error> {
         let options = std::mem::take(request.options_mut());
-        if let Some(name) = options.headers.keys().find(|n| RESERVED.contains(n)) {
+        // The same headers a configuration may not set, for the same reasons.
+        let reserved = options
+            .headers
+            .keys()
+            .find_map(|name| crate::check::config::reserved_header(name).map(|why| (name, why)));
+        if let Some((name, why)) = reserved {
             return Err(Error::config(format!(
-                "the per-call header {name} is set by the client and cannot be overridden"
+                "the per-call header {name} is reserved: {why}"
             )));
         }
         let deadline = options.effective_deadline(Instant::now(), settings.timeout);

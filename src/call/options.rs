@@ -32,10 +32,12 @@ pub struct CallOptions {
     /// the client generates one).
     pub request_id: Option<HeaderValue>,
     /// Headers sent with every attempt of this call only (for example
-    /// `traceparent`). The headers the client owns (`content-type`,
-    /// `content-length`, `host`, `transfer-encoding`, `connection`, `te`,
-    /// `upgrade`, and the request-id header, which has its own option) are
-    /// refused: the call fails with a configuration error.
+    /// `traceparent`). The headers the client owns are refused, as they are
+    /// in a configuration (`host`, `content-length`, `content-type`,
+    /// `transfer-encoding`, `connection`, `keep-alive`, `proxy-connection`,
+    /// `te`, `trailer`, `upgrade`, `user-agent`), and so is the request-id
+    /// header, which has its own option: the call fails with a
+    /// configuration error and nothing is sent.
     pub headers: HeaderMap,
 }
 

@@ -45,23 +45,6 @@ const API_KEY_HEADER: &str = "x-api-key";
 /// the timers that use it.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Headers the client writes itself, or that describe the connection or the
-/// body: set by [`QualityCheckBuilder::header`] they would contradict the
-/// request (a `content-length` cuts the body short), so they are refused.
-const RESERVED_HEADERS: &[(&str, &str)] = &[
-    ("host", "it is taken from the coordinator URL"),
-    ("content-length", "the client sets it from the body"),
-    ("content-type", "the body is always JSON"),
-    ("transfer-encoding", "the client frames the body"),
-    ("connection", "the connection pool manages it"),
-    ("keep-alive", "the connection pool manages it"),
-    ("proxy-connection", "the connection pool manages it"),
-    ("te", "it is hop-by-hop"),
-    ("trailer", "it is hop-by-hop"),
-    ("upgrade", "it is hop-by-hop"),
-    ("user-agent", "use user_agent()"),
-];
-
 /// Builds a [`QualityCheck`]. Every option has a documented default;
 /// [`build`](QualityCheckBuilder::build) validates them all, so a bad URL or
 /// header is an error at start-up, not at the first call.
@@ -558,10 +541,7 @@ impl QualityCheckBuilder {
 
     /// Refuses a header the client sets itself, naming it (never its value).
     fn refuse_reserved(&self, name: &HeaderName, what: &str) -> Result<(), Error> {
-        let why = RESERVED_HEADERS
-            .iter()
-            .find(|(reserved, _)| name == reserved)
-            .map(|(_, why)| *why)
+        let why = config::reserved_header(name)
             .or_else(|| {
                 (self.bearer_token.is_some() && name == header::AUTHORIZATION)
                     .then_some("bearer_token() sets it")
