@@ -355,6 +355,26 @@ async fn a_per_call_request_id_header_is_refused() {
         "nothing was sent, so no attempt counts"
     );
 
+    // Every header a configuration may not set is refused per call too.
+    for name in [
+        "user-agent",
+        "keep-alive",
+        "trailer",
+        "content-length",
+        "host",
+    ] {
+        let req = QualityRequest::new("t", "a").header(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static("x"),
+        );
+        let err = client.check(req).await.unwrap_err();
+        assert!(
+            err.is_config() && err.to_string().contains(name),
+            "{name}: {err}"
+        );
+    }
+    assert_eq!(coordinator.hits(), 0);
+
     // And a per-call credential is never printed by the request's Debug.
     let req = QualityRequest::new("t", "a").header(
         http::header::AUTHORIZATION,
