@@ -35,9 +35,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quality_gate::{QualityClient, QualityRequest};
 use support::{env_or, request, request_heap, rss, runtime, stats, Behaviour, Server};
 use tokio::runtime::Runtime;
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 /// The client's concurrency limit: the slots the queued calls wait for.
 const LIMIT: usize = 16;

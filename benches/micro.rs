@@ -23,13 +23,15 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use quality_gate::call::Call;
-use quality_gate::retry::{RetryBudget, RetryPolicy};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{BoxError, Error, QualityCheck, QualityRequest, QualityResponse, TimeoutKind};
 use serde_json::json;
 use tower::retry::Policy;
 use tower::ServiceExt;
+use tower_quality_gate::call::Call;
+use tower_quality_gate::retry::{RetryBudget, RetryPolicy};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{
+    BoxError, Error, QualityCheck, QualityRequest, QualityResponse, TimeoutKind,
+};
 
 mod support;
 

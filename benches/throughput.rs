@@ -71,10 +71,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use quality_gate::{BoxError, QualityCheck, QualityClient, QualityRequest, QualityResponse};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::retry::{Policy, RetryLayer};
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_quality_gate::{BoxError, QualityCheck, QualityClient, QualityRequest, QualityResponse};
 
 use support::{current_thread, drive, median, stats, Behaviour, Budget, Caller, Run, Server};
 

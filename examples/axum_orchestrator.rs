@@ -17,7 +17,7 @@
 //! Deadlines and ids: the first route gives each check a budget of its own
 //! ([`CHECK_BUDGET`], a `.timeout(..)` on the `QualityRequest`) and carries
 //! the caller's `x-request-id`, `traceparent` and `grpc-timeout` into it
-//! (`quality_gate::propagate`); the gate layer of the second does the same
+//! (`tower_quality_gate::propagate`); the gate layer of the second does the same
 //! by itself. A check that runs out of time is a 504 on both.
 //!
 //! With the `metrics` feature it also serves `GET /metrics` in Prometheus's
@@ -50,13 +50,13 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use quality_gate::gate::QualityGateLayer;
-use quality_gate::propagate::Propagation;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest, Verdict};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower_quality_gate::gate::QualityGateLayer;
+use tower_quality_gate::propagate::Propagation;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest, Verdict};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -324,9 +324,9 @@ fn metrics_route() -> Result<Router, BoxError> {
     use metrics_exporter_prometheus::PrometheusBuilder;
 
     let handle = PrometheusBuilder::new()
-        .set_buckets(quality_gate::metrics::DURATION_BUCKETS)?
+        .set_buckets(tower_quality_gate::metrics::DURATION_BUCKETS)?
         .install_recorder()?;
-    quality_gate::metrics::describe();
+    tower_quality_gate::metrics::describe();
     let render = move || {
         let handle = handle.clone();
         async move {

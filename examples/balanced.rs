@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 #[tokio::main]
-async fn main() -> Result<(), quality_gate::Error> {
+async fn main() -> Result<(), tower_quality_gate::Error> {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let replica = TestCoordinator::start().await;

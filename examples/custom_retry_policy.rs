@@ -12,11 +12,11 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::call::Call;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Error, QualityClient, QualityRequest, QualityResponse};
 use tower::retry::Policy;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_quality_gate::call::Call;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{Error, QualityClient, QualityRequest, QualityResponse};
 
 /// Retries a 503 after `delay`, while the call has sent fewer than
 /// `max_attempts`; nothing else.

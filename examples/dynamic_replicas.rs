@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quality_gate::limit::AdaptiveLimitConfig;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use tower_quality_gate::limit::AdaptiveLimitConfig;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,11 +8,11 @@
 //! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example quickstart
 //! ```
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 #[tokio::main]
-async fn main() -> Result<(), quality_gate::Error> {
+async fn main() -> Result<(), tower_quality_gate::Error> {
     // Keep the in-process coordinator alive until the end of main.
     let (_local, url) = match std::env::var("COORDINATOR_URL") {
         Ok(url) => (None, url),

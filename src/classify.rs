@@ -13,8 +13,8 @@ use crate::error::{BoxError, Error};
 /// Any `Fn(&E) -> bool + Clone` is a classifier:
 ///
 /// ```
-/// use quality_gate::classify::ClassifyFailure;
-/// use quality_gate::Error;
+/// use tower_quality_gate::classify::ClassifyFailure;
+/// use tower_quality_gate::Error;
 ///
 /// let only_timeouts = |e: &Error| e.is_timeout();
 /// assert!(!only_timeouts.is_failure(&Error::circuit_open()));
@@ -46,8 +46,8 @@ where
 /// failure too: an error the crate cannot read is no proof of health.
 ///
 /// ```
-/// use quality_gate::classify::{ClassifyFailure, RetryableFailures};
-/// use quality_gate::{BoxError, Error, TimeoutKind};
+/// use tower_quality_gate::classify::{ClassifyFailure, RetryableFailures};
+/// use tower_quality_gate::{BoxError, Error, TimeoutKind};
 ///
 /// assert!(RetryableFailures.is_failure(&Error::timeout(TimeoutKind::Attempt)));
 /// let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());

@@ -76,7 +76,7 @@ impl ClientBuilder {
     ///
     /// ```
     /// use std::collections::HashMap;
-    /// use quality_gate::ClientBuilder;
+    /// use tower_quality_gate::ClientBuilder;
     ///
     /// let vars = HashMap::from([
     ///     ("COORDINATOR_URL", "http://coordinator.internal:8000"),
@@ -95,7 +95,7 @@ impl ClientBuilder {
     /// })
     /// .unwrap_err();
     /// assert!(err.to_string().contains("COORDINATOR_ATTEMPTS"));
-    /// # Ok::<(), quality_gate::Error>(())
+    /// # Ok::<(), tower_quality_gate::Error>(())
     /// ```
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         from_lookup(false, |name| Ok(lookup(name)))
@@ -224,7 +224,7 @@ fn tls_files(
     for name in [CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE] {
         if get(name)?.is_some() {
             return Err(Error::config(format!(
-                "{name} needs the `rustls` feature of quality-gate"
+                "{name} needs the `rustls` feature of tower-quality-gate"
             )));
         }
     }

@@ -21,7 +21,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// error, and an `Error` that was boxed is unboxed unchanged.
 ///
 /// ```
-/// use quality_gate::{BoxError, Error};
+/// use tower_quality_gate::{BoxError, Error};
 ///
 /// let boxed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
 /// let err = Error::from(boxed);
@@ -471,7 +471,7 @@ impl From<BoxError> for Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("quality_gate::Error");
+        let mut d = f.debug_struct("tower_quality_gate::Error");
         d.field("kind", &self.inner.kind);
         if self.inner.attempts > 0 {
             d.field("attempts", &self.inner.attempts);
@@ -583,7 +583,7 @@ impl ErrorKind {
     /// gate or a server sends its callers when there was no verdict.
     ///
     /// ```
-    /// use quality_gate::ErrorKind;
+    /// use tower_quality_gate::ErrorKind;
     ///
     /// assert_eq!(ErrorKind::Timeout.generic_message(), "the quality check timed out");
     /// ```

@@ -43,7 +43,7 @@
 //!
 //! ```
 //! use metrics_exporter_prometheus::PrometheusBuilder;
-//! use quality_gate::metrics::DURATION_BUCKETS;
+//! use tower_quality_gate::metrics::DURATION_BUCKETS;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let recorder = PrometheusBuilder::new()
@@ -51,8 +51,8 @@
 //!     .build_recorder();
 //! let handle = recorder.handle();
 //! metrics::with_local_recorder(&recorder, || {
-//!     quality_gate::metrics::describe();
-//!     metrics::counter!(quality_gate::metrics::VERDICTS, "gate" => "lint", "approved" => "false")
+//!     tower_quality_gate::metrics::describe();
+//!     metrics::counter!(tower_quality_gate::metrics::VERDICTS, "gate" => "lint", "approved" => "false")
 //!         .increment(1);
 //! });
 //! assert!(handle.render().contains("quality_gate_verdicts"));

@@ -25,8 +25,8 @@
 //! ```
 //! use std::time::Duration;
 //! use http::HeaderMap;
-//! use quality_gate::propagate::Propagation;
-//! use quality_gate::QualityRequest;
+//! use tower_quality_gate::propagate::Propagation;
+//! use tower_quality_gate::QualityRequest;
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert("x-request-id", "req-42".parse().unwrap());
@@ -77,7 +77,7 @@ const MAX_TRACESTATE_MEMBERS: usize = 32;
 /// check nobody waits for any more should not hold a slot.
 ///
 /// ```
-/// use quality_gate::propagate::Propagation;
+/// use tower_quality_gate::propagate::Propagation;
 ///
 /// let only_ids = Propagation::none().request_id(true);
 /// assert!(only_ids.get_request_id());
@@ -263,7 +263,7 @@ impl Propagated {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::propagate::parse_grpc_timeout;
+/// use tower_quality_gate::propagate::parse_grpc_timeout;
 ///
 /// assert_eq!(parse_grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
 /// assert_eq!(parse_grpc_timeout(b"30000000u"), Some(Duration::from_secs(30))); // tonic's 30 s
@@ -296,7 +296,7 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// hex, neither id all zeros.
 ///
 /// ```
-/// use quality_gate::propagate::is_valid_traceparent;
+/// use tower_quality_gate::propagate::is_valid_traceparent;
 ///
 /// assert!(is_valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
 /// assert!(!is_valid_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"));

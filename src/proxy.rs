@@ -27,7 +27,7 @@ use crate::error::Error;
 /// uses [`Proxy::from_env`].
 ///
 /// ```
-/// use quality_gate::{Proxy, QualityCheck};
+/// use tower_quality_gate::{Proxy, QualityCheck};
 ///
 /// let check = QualityCheck::builder("http://coordinator.internal:8000")
 ///     .proxy(Proxy::url("http://ops:s3cret@proxy.internal:3128").no_proxy("localhost, .svc"))
@@ -111,7 +111,7 @@ impl Proxy {
     /// through a proxy anyway.
     ///
     /// ```
-    /// use quality_gate::Proxy;
+    /// use tower_quality_gate::Proxy;
     ///
     /// let proxy = Proxy::from_vars(|name| match name {
     ///     "HTTPS_PROXY" => Some("http://proxy.internal:3128".to_owned()),

@@ -10,7 +10,7 @@ use crate::wire::QualityResponse;
 /// mistake an error for an approval: only [`Verdict::Approved`] lets work in.
 ///
 /// ```
-/// use quality_gate::{Error, QualityResponse, Verdict};
+/// use tower_quality_gate::{Error, QualityResponse, Verdict};
 ///
 /// let approved = Verdict::from(Ok::<_, Error>(QualityResponse::approved("all")));
 /// assert!(approved.is_approved());
@@ -19,7 +19,7 @@ use crate::wire::QualityResponse;
 /// assert!(!rejected.is_approved());
 /// assert_eq!(rejected.gate(), Some("lint"));
 ///
-/// let boxed: quality_gate::BoxError = Box::new(tower::timeout::error::Elapsed::new());
+/// let boxed: tower_quality_gate::BoxError = Box::new(tower::timeout::error::Elapsed::new());
 /// let unavailable = Verdict::from(Err::<QualityResponse, _>(Error::from(boxed)));
 /// assert!(!unavailable.is_approved());
 /// assert!(unavailable.error().unwrap().is_timeout());
@@ -125,7 +125,7 @@ impl QualityResponse {
     /// never an error: details inform, the `approved` flag decides.
     ///
     /// ```
-    /// use quality_gate::QualityResponse;
+    /// use tower_quality_gate::QualityResponse;
     ///
     /// let r = QualityResponse::from_json(
     ///     br#"{"approved":true,"gate":"aiReview","details":{"aiReview":{"confidence":0.93,"approved":true,"findings":[]}}}"#,

@@ -16,7 +16,7 @@ use crate::error::Error;
 /// `{"taskId":…,"agentId":…,"files":[…],"diffSummary":…}`.
 ///
 /// ```
-/// use quality_gate::QualityRequest;
+/// use tower_quality_gate::QualityRequest;
 ///
 /// let req = QualityRequest::new("task-1", "agent-7")
 ///     .files(["src/lib.rs"])
@@ -79,7 +79,7 @@ impl QualityRequest {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use quality_gate::QualityRequest;
+    /// use tower_quality_gate::QualityRequest;
     ///
     /// let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
     /// let req = QualityRequest::new("task-1", "agent-1").deadline(deadline);
@@ -131,7 +131,7 @@ impl QualityRequest {
 /// makes the whole response invalid (an error, never an approval).
 ///
 /// ```
-/// use quality_gate::QualityResponse;
+/// use tower_quality_gate::QualityResponse;
 ///
 /// let r = QualityResponse::from_json(br#"{"approved":false,"gate":"lint","extra":1}"#).unwrap();
 /// assert!(!r.approved);

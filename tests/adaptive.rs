@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quality_gate::limit::AdaptiveLimitConfig;
-use quality_gate::testing::TestCoordinator;
-use quality_gate::{QualityClient, QualityRequest};
 use tokio::time::Instant;
+use tower_quality_gate::limit::AdaptiveLimitConfig;
+use tower_quality_gate::testing::TestCoordinator;
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 /// The coordinator's service time per check.
 const T: Duration = Duration::from_millis(20);

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ErrorKind, QualityCheck, QualityClient, QualityRequest, QualityResponse};
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{ErrorKind, QualityCheck, QualityClient, QualityRequest, QualityResponse};
 
 use common::client;
 

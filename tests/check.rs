@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ErrorKind, QualityCheck, QualityRequest, QualityResponse};
 use serde_json::json;
 use tower::ServiceExt;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{ErrorKind, QualityCheck, QualityRequest, QualityResponse};
 
 fn request() -> QualityRequest {
     QualityRequest::new("task-1", "agent-1")
@@ -14,7 +14,9 @@ fn request() -> QualityRequest {
         .diff_summary("add retries")
 }
 
-async fn check_once(coordinator: &TestCoordinator) -> Result<QualityResponse, quality_gate::Error> {
+async fn check_once(
+    coordinator: &TestCoordinator,
+) -> Result<QualityResponse, tower_quality_gate::Error> {
     QualityCheck::new(coordinator.url())?
         .oneshot(request())
         .await

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ErrorKind, QualityClient};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{ErrorKind, QualityClient};
 
 mod common;
 
@@ -17,7 +17,7 @@ use common::{builder, gaps, request, spawn_checks};
 fn client_is_clone_send_sync() {
     fn assert<T: Clone + Send + Sync + 'static>() {}
     assert::<QualityClient>();
-    assert::<quality_gate::QualityCheck>();
+    assert::<tower_quality_gate::QualityCheck>();
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,7 +268,8 @@ async fn the_deadline_covers_the_wait_for_a_slot() {
 async fn retry_budget_caps_an_outage() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::status(503));
-    let budget = quality_gate::retry::RetryBudget::new(Duration::from_secs(10), 0, 0.2).unwrap();
+    let budget =
+        tower_quality_gate::retry::RetryBudget::new(Duration::from_secs(10), 0, 0.2).unwrap();
     let client = builder(coordinator.url())
         .retry_budget(Some(budget))
         .build()
@@ -319,6 +320,9 @@ async fn health_reports_up_down_and_slow() {
         .unwrap();
     coordinator.set_health(Reply::approve().delay(Duration::from_secs(5)));
     let err = slow.health().await.unwrap_err();
-    assert_eq!(err.timeout_kind(), Some(quality_gate::TimeoutKind::Health));
+    assert_eq!(
+        err.timeout_kind(),
+        Some(tower_quality_gate::TimeoutKind::Health)
+    );
     assert_eq!(coordinator.requests()[0].path, "/health");
 }

@@ -8,9 +8,9 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Error, QualityClient};
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{Error, QualityClient};
 
 use common::{builder, client, request};
 

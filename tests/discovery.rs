@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use quality_gate::discover::Resolve;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityCheck, QualityClient, QualityRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::discover::Change;
+use tower_quality_gate::discover::Resolve;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityCheck, QualityClient, QualityRequest};
 
 const INTERVAL: Duration = Duration::from_secs(30);
 
@@ -276,7 +276,7 @@ async fn a_stream_that_ends_leaves_its_replicas_serving() {
         .build()
         .unwrap();
     for n in 0..5 {
-        let req = quality_gate::QualityRequest::new(format!("t-{n}"), "a");
+        let req = tower_quality_gate::QualityRequest::new(format!("t-{n}"), "a");
         assert!(client.check(req).await.unwrap().approved, "{n}");
     }
     assert_eq!(r[0].hits(), 5);

@@ -7,8 +7,8 @@ mod net;
 
 use std::collections::HashMap;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{ClientBuilder, Error, QualityRequest};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{ClientBuilder, Error, QualityRequest};
 
 use net::{ProxyMode, TestProxy};
 
@@ -52,7 +52,7 @@ async fn every_variable_reaches_the_client() {
     assert!(!shown.contains("s3cret"), "{shown}");
 
     let client = builder
-        .backoff(quality_gate::retry::JitteredBackoff::new(
+        .backoff(tower_quality_gate::retry::JitteredBackoff::new(
             std::time::Duration::from_millis(1),
         ))
         .build()
@@ -160,7 +160,7 @@ async fn tls_files_configure_a_private_ca_and_a_client_certificate() {
     ))
     .await;
     let agent = client_ca.leaf(&["agent-7"]);
-    let dir = std::env::temp_dir().join(format!("quality-gate-env-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tower-quality-gate-env-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, pem: &str| {
         let path = dir.join(name);

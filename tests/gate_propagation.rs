@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use quality_gate::gate::{DeriveQualityRequest, QualityGateLayer};
-use quality_gate::propagate::Propagation;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_quality_gate::gate::{DeriveQualityRequest, QualityGateLayer};
+use tower_quality_gate::propagate::Propagation;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quality_gate::{QualityCheck, QualityClient, QualityRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
+use tower_quality_gate::{QualityCheck, QualityClient, QualityRequest};
 
 /// What the coordinator does wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use http::Response;
-use quality_gate::gate::{DefaultRejection, MakeRejection};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest, Verdict};
 use serde_json::json;
+use tower_quality_gate::gate::{DefaultRejection, MakeRejection};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest, Verdict};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -31,7 +31,7 @@ impl Captured {
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("quality_gate=trace")
+            .with_env_filter("tower_quality_gate=trace")
             .with_writer(move || sink.clone())
             .with_ansi(false)
             .finish();

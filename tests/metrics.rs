@@ -11,14 +11,14 @@
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use quality_gate::breaker::CircuitBreakerConfig;
-use quality_gate::metrics::{
+use tower_quality_gate::breaker::CircuitBreakerConfig;
+use tower_quality_gate::metrics::{
     ATTEMPT_DURATION, BREAKER_TRANSITIONS, CALLS_IN_FLIGHT, CALLS_WAITING, CALL_DURATION, ERRORS,
     REPLICA_EJECTIONS, RETRIES, RETRIES_REFUSED, VERDICTS,
 };
-use quality_gate::retry::{Jitter, JitteredBackoff};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
+use tower_quality_gate::retry::{Jitter, JitteredBackoff};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 /// A metric's labels, sorted.
 type Labels = Vec<(String, String)>;

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use quality_gate::breaker::{CircuitBreakerConfig, CircuitState};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, Verdict};
 use tokio::time::Instant;
+use tower_quality_gate::breaker::{CircuitBreakerConfig, CircuitState};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, Verdict};
 
 mod common;
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use proptest::prelude::*;
-use quality_gate::breaker::CircuitBreakerConfig;
-use quality_gate::retry::{Jitter, JitteredBackoff, RetryBackoff};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Error, QualityCheck, QualityClient, QualityRequest};
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tower_quality_gate::breaker::CircuitBreakerConfig;
+use tower_quality_gate::retry::{Jitter, JitteredBackoff, RetryBackoff};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{Error, QualityCheck, QualityClient, QualityRequest};
 
 /// Header-valid secrets of at least 9 characters, without `[` or `]` (so no
 /// secret can be read across or inside `[redacted]`): tabs, quotes,
@@ -274,7 +274,8 @@ async fn a_breaker_with_an_endless_cooldown_stays_open() {
     assert_eq!(coordinator.hits(), 1);
 }
 
-type Setting = fn(quality_gate::QualityCheckBuilder) -> quality_gate::QualityCheckBuilder;
+type Setting =
+    fn(tower_quality_gate::QualityCheckBuilder) -> tower_quality_gate::QualityCheckBuilder;
 
 /// Absurd settings are configuration errors at build time, named.
 #[test]

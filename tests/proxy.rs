@@ -7,8 +7,8 @@
 
 mod net;
 
-use quality_gate::testing::TestCoordinator;
-use quality_gate::{Proxy, QualityClient, QualityRequest};
+use tower_quality_gate::testing::TestCoordinator;
+use tower_quality_gate::{Proxy, QualityClient, QualityRequest};
 
 use net::{ProxyMode, TestProxy};
 
@@ -161,8 +161,8 @@ mod https {
 
     use super::*;
     use net::{server_config, Ca, TlsCoordinator};
-    use quality_gate::{QualityCheck, QualityCheckBuilder};
     use tower::ServiceExt;
+    use tower_quality_gate::{QualityCheck, QualityCheckBuilder};
 
     fn trusting(url: &str, ca: &Ca, proxy: Proxy) -> QualityCheckBuilder {
         QualityCheck::builder(url)

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Hedging, QualityClient};
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{Hedging, QualityClient};
 
 mod common;
 

@@ -17,9 +17,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::QualityClient;
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::QualityClient;
 
 use common::{request, rss_kib, Rng, Tally};
 

@@ -6,15 +6,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use quality_gate::call::Call;
-use quality_gate::retry::{Jitter, JitteredBackoff};
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{
-    ClientBuilder, Error, ErrorKind, QualityClient, QualityRequest, QualityResponse,
-};
 use tower::retry::Policy;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_quality_gate::call::Call;
+use tower_quality_gate::retry::{Jitter, JitteredBackoff};
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{
+    ClientBuilder, Error, ErrorKind, QualityClient, QualityRequest, QualityResponse,
+};
 
 type Boxed = BoxCloneSyncService<QualityRequest, QualityResponse, Error>;
 
@@ -200,7 +200,7 @@ async fn a_users_own_policy_keeps_the_calls_identity() {
 /// tower's `Elapsed` as a failure.
 #[tokio::test(start_paused = true)]
 async fn the_breaker_composes_above_a_tower_timeout() {
-    use quality_gate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+    use tower_quality_gate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
 
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::hang());

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quality_gate::{
-    Error, QualityCheck, QualityCheckBuilder, QualityClient, QualityRequest, TlsFailure,
-};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tower_quality_gate::{
+    Error, QualityCheck, QualityCheckBuilder, QualityClient, QualityRequest, TlsFailure,
+};
 
 use net::{server_config, Ca, TlsCoordinator};
 

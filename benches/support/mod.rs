@@ -30,10 +30,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use quality_gate::QualityRequest;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
+use tower_quality_gate::QualityRequest;
 
 /// The verdict the server answers with, the same for every client: a bare
 /// approval, so that decoding it costs every client the same little and the

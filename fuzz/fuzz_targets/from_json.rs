@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quality_gate::QualityResponse;
+use tower_quality_gate::QualityResponse;
 
 fuzz_target!(|body: &[u8]| {
     if let Err(err) = QualityResponse::from_json(body) {

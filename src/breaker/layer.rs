@@ -13,10 +13,10 @@ use crate::classify::RetryableFailures;
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::breaker::CircuitBreakerLayer;
-/// use quality_gate::QualityCheck;
+/// use tower_quality_gate::breaker::CircuitBreakerLayer;
+/// use tower_quality_gate::QualityCheck;
 ///
-/// # fn main() -> Result<(), quality_gate::Error> {
+/// # fn main() -> Result<(), tower_quality_gate::Error> {
 /// let service = tower::ServiceBuilder::new()
 ///     .layer(CircuitBreakerLayer::default())
 ///     .timeout(Duration::from_secs(5))

@@ -59,7 +59,7 @@ pub enum CircuitState {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::breaker::CircuitBreakerConfig;
+/// use tower_quality_gate::breaker::CircuitBreakerConfig;
 ///
 /// let config = CircuitBreakerConfig::default()
 ///     .failure_threshold(3)
@@ -126,11 +126,11 @@ impl Default for CircuitBreakerConfig {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
-/// use quality_gate::QualityCheck;
+/// use tower_quality_gate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+/// use tower_quality_gate::QualityCheck;
 /// use tower::Layer;
 ///
-/// # fn main() -> Result<(), quality_gate::Error> {
+/// # fn main() -> Result<(), tower_quality_gate::Error> {
 /// let layer = CircuitBreakerLayer::new(
 ///     CircuitBreakerConfig::default().failure_threshold(3).cooldown(Duration::from_secs(10)),
 /// );

@@ -10,8 +10,8 @@
 //! it by cloning the call (a reference-count increment).
 //!
 //! ```
-//! use quality_gate::call::{Call, IdentifyLayer};
-//! use quality_gate::{Error, QualityRequest, QualityResponse};
+//! use tower_quality_gate::call::{Call, IdentifyLayer};
+//! use tower_quality_gate::{Error, QualityRequest, QualityResponse};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! # tokio_test::block_on(async {

@@ -50,7 +50,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// header is an error at start-up, not at the first call.
 ///
 /// ```
-/// use quality_gate::QualityCheck;
+/// use tower_quality_gate::QualityCheck;
 ///
 /// let check = QualityCheck::builder("http://127.0.0.1:8000/coordinator")
 ///     .bearer_token("s3cret")
@@ -169,7 +169,7 @@ impl QualityCheckBuilder {
     /// / [`api_key`](Self::api_key) set them.
     ///
     /// ```
-    /// use quality_gate::QualityCheck;
+    /// use tower_quality_gate::QualityCheck;
     ///
     /// let err = QualityCheck::builder("http://127.0.0.1:8000")
     ///     .header("content-length", "3")
@@ -191,7 +191,7 @@ impl QualityCheckBuilder {
         self
     }
 
-    /// The `User-Agent` sent (default `quality-gate/{version}`).
+    /// The `User-Agent` sent (default `tower-quality-gate/{version}`).
     pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
         self.user_agent = Some(agent.into());
         self
@@ -331,7 +331,9 @@ impl QualityCheckBuilder {
         let agent = match &self.user_agent {
             Some(agent) => HeaderValue::from_str(agent)
                 .map_err(|e| Error::config_with("user agent is not a valid header value", e))?,
-            None => HeaderValue::from_static(concat!("quality-gate/", env!("CARGO_PKG_VERSION"))),
+            None => {
+                HeaderValue::from_static(concat!("tower-quality-gate/", env!("CARGO_PKG_VERSION")))
+            }
         };
         headers.insert(header::USER_AGENT, agent);
         if let Some(token) = &self.bearer_token {
@@ -396,7 +398,7 @@ impl QualityCheckBuilder {
     ///
     /// ```
     /// let ca = rcgen::generate_simple_self_signed(vec!["ca.internal".to_owned()]).unwrap();
-    /// let check = quality_gate::QualityCheck::builder("https://coordinator.internal")
+    /// let check = tower_quality_gate::QualityCheck::builder("https://coordinator.internal")
     ///     .add_root_certificate_pem(ca.cert.pem())
     ///     .builtin_roots(false)
     ///     .build()
@@ -440,7 +442,7 @@ impl QualityCheckBuilder {
     ///
     /// ```
     /// let cert = rcgen::generate_simple_self_signed(vec!["agent-7".to_owned()]).unwrap();
-    /// let check = quality_gate::QualityCheck::builder("https://coordinator.internal")
+    /// let check = tower_quality_gate::QualityCheck::builder("https://coordinator.internal")
     ///     .client_identity_pem(cert.cert.pem(), cert.signing_key.serialize_pem())
     ///     .build()
     ///     .unwrap();

@@ -118,7 +118,11 @@ pub(crate) fn endpoints(base: &str) -> Result<(Uri, Uri, Uri), Error> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") if cfg!(feature = "rustls") => {}
-        Some("https") => return Err(bad("needs the `rustls` feature of quality-gate for https")),
+        Some("https") => {
+            return Err(bad(
+                "needs the `rustls` feature of tower-quality-gate for https",
+            ))
+        }
         Some(_) => return Err(bad("has a scheme other than http")),
         None => return Err(bad("has no scheme; expected http://host:port")),
     }

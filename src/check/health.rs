@@ -21,8 +21,8 @@ impl QualityCheck {
     /// readiness probe wants the state now.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), quality_gate::Error> {
-    /// let check = quality_gate::QualityCheck::new("http://127.0.0.1:8000")?;
+    /// # async fn run() -> Result<(), tower_quality_gate::Error> {
+    /// let check = tower_quality_gate::QualityCheck::new("http://127.0.0.1:8000")?;
     /// let ready = check.health().await.is_ok();
     /// # Ok(()) }
     /// ```

@@ -35,10 +35,10 @@ use crate::wire::{QualityRequest, QualityResponse};
 /// always ready; clones share the connection pool.
 ///
 /// ```no_run
-/// use quality_gate::{QualityCheck, QualityRequest};
+/// use tower_quality_gate::{QualityCheck, QualityRequest};
 /// use tower::ServiceExt;
 ///
-/// # async fn run() -> Result<(), quality_gate::Error> {
+/// # async fn run() -> Result<(), tower_quality_gate::Error> {
 /// let check = QualityCheck::new("http://127.0.0.1:8000")?;
 /// let verdict = check
 ///     .oneshot(QualityRequest::new("task-1", "agent-1").files(["src/lib.rs"]))

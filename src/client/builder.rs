@@ -49,7 +49,7 @@ const DEFAULT_QUEUE: usize = 1024;
 /// call's span and deadline):
 ///
 /// ```
-/// use quality_gate::{Error, QualityClient};
+/// use tower_quality_gate::{Error, QualityClient};
 /// use tower::ServiceBuilder;
 ///
 /// # fn main() -> Result<(), Error> {
@@ -137,7 +137,7 @@ impl ClientBuilder {
     /// [`http2`](Self::http2)).
     ///
     /// ```
-    /// use quality_gate::QualityClient;
+    /// use tower_quality_gate::QualityClient;
     ///
     /// let client = QualityClient::builder("http://127.0.0.1:8000")
     ///     .http(|h| h.api_key("k-123").header("x-team", "infra").pool_max_idle_per_host(8))
@@ -282,9 +282,9 @@ impl ClientBuilder {
     /// task: [`build`](Self::build) must then run inside a Tokio runtime.
     ///
     /// ```
-    /// use quality_gate::QualityClient;
+    /// use tower_quality_gate::QualityClient;
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let client = QualityClient::builder("http://10.0.0.1:8000")
     ///     .base_urls(["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"])
     ///     .build()?;

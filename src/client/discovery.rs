@@ -78,10 +78,10 @@ impl ClientBuilder {
     /// spends a few calls at concurrency 3 every minute measuring it.
     ///
     /// ```
-    /// use quality_gate::limit::AdaptiveLimitConfig;
-    /// use quality_gate::QualityClient;
+    /// use tower_quality_gate::limit::AdaptiveLimitConfig;
+    /// use tower_quality_gate::QualityClient;
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let client = QualityClient::builder("http://127.0.0.1:8000")
     ///     .adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(500))
     ///     .concurrency_limit(None)
@@ -113,10 +113,10 @@ impl ClientBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use quality_gate::discover::SystemResolver;
-    /// use quality_gate::QualityClient;
+    /// use tower_quality_gate::discover::SystemResolver;
+    /// use tower_quality_gate::QualityClient;
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let client = QualityClient::builder("http://coordinator.internal:8000")
     ///     .discover_replicas(SystemResolver, Duration::from_secs(10))
     ///     .build()?;
@@ -142,11 +142,11 @@ impl ClientBuilder {
     /// stream serves one built client.
     ///
     /// ```
-    /// use quality_gate::QualityClient;
+    /// use tower_quality_gate::QualityClient;
     /// use tokio::sync::mpsc;
     /// use tower::discover::Change;
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let (tx, rx) = mpsc::unbounded_channel::<Result<Change<u32, String>, std::io::Error>>();
     /// let stream = futures_like::Receiver(rx);
     /// let client = QualityClient::builder("http://127.0.0.1:8000")

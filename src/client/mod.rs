@@ -63,9 +63,9 @@ pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, At
 /// deadline also covering the wait for a slot.
 ///
 /// ```no_run
-/// use quality_gate::{QualityClient, QualityRequest};
+/// use tower_quality_gate::{QualityClient, QualityRequest};
 ///
-/// # async fn run() -> Result<(), quality_gate::Error> {
+/// # async fn run() -> Result<(), tower_quality_gate::Error> {
 /// let client = QualityClient::from_env()?;
 /// let verdict = client
 ///     .check(QualityRequest::new("task-1", "agent-1").files(["src/lib.rs"]))

@@ -69,7 +69,7 @@ pub(crate) struct Routing {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::Hedging;
+/// use tower_quality_gate::Hedging;
 ///
 /// let hedging = Hedging::default().percentile(0.95).min_data_points(50);
 /// assert_eq!(hedging.period, Duration::from_secs(30));

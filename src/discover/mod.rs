@@ -19,7 +19,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use quality_gate::discover::{Discovery, ResolveNow};
+//! use tower_quality_gate::discover::{Discovery, ResolveNow};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! use std::future::poll_fn;
@@ -76,7 +76,7 @@ where
 /// needs.
 ///
 /// ```
-/// use quality_gate::discover::{Resolve, SystemResolver};
+/// use tower_quality_gate::discover::{Resolve, SystemResolver};
 ///
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let addrs = SystemResolver.resolve("127.0.0.1:8000").await?;

@@ -24,8 +24,8 @@ use crate::wire::QualityRequest;
 ///
 /// ```
 /// use http::{Request, Response, StatusCode};
-/// use quality_gate::gate::DeriveQualityRequest;
-/// use quality_gate::QualityRequest;
+/// use tower_quality_gate::gate::DeriveQualityRequest;
+/// use tower_quality_gate::QualityRequest;
 ///
 /// // From headers only: no body needs reading, the request passes unchanged.
 /// let mut derive = |req: Request<String>| async move {

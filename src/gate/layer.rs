@@ -59,11 +59,11 @@ impl<Q, D, R> QualityGateLayer<Q, D, R> {
     /// [`QualityGate::propagate`].
     ///
     /// ```
-    /// use quality_gate::gate::QualityGateLayer;
-    /// use quality_gate::propagate::Propagation;
-    /// use quality_gate::{QualityClient, QualityRequest};
+    /// use tower_quality_gate::gate::QualityGateLayer;
+    /// use tower_quality_gate::propagate::Propagation;
+    /// use tower_quality_gate::{QualityClient, QualityRequest};
     ///
-    /// # fn main() -> Result<(), quality_gate::Error> {
+    /// # fn main() -> Result<(), tower_quality_gate::Error> {
     /// let client = QualityClient::new("http://127.0.0.1:8000")?;
     /// let derive = |req: http::Request<String>| async move {
     ///     Ok::<_, http::Response<String>>((QualityRequest::new("task-1", "agent-1"), req))

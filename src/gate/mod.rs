@@ -51,7 +51,7 @@
 //!   check's deadline if it has one (its own, or a propagated
 //!   `grpc-timeout`): then the gate answers as for a timeout. To answer
 //!   at once instead, wrap the client in tower's `LoadShed`
-//!   (`ServiceBuilder::new().map_err(quality_gate::Error::from).load_shed().service(client)`):
+//!   (`ServiceBuilder::new().map_err(tower_quality_gate::Error::from).load_shed().service(client)`):
 //!   a full client is then [`Verdict::Unavailable`] (a `502` by default).
 //! - A clone of the gate starts not ready, as its inner clone does. Calling
 //!   it without `poll_ready` is a misuse other services may panic on; the
@@ -83,9 +83,9 @@
 //! use axum::routing::post;
 //! use axum::Router;
 //! use http::StatusCode;
-//! use quality_gate::gate::QualityGateLayer;
-//! use quality_gate::testing::{Reply, TestCoordinator};
-//! use quality_gate::{QualityClient, QualityRequest};
+//! use tower_quality_gate::gate::QualityGateLayer;
+//! use tower_quality_gate::testing::{Reply, TestCoordinator};
+//! use tower_quality_gate::{QualityClient, QualityRequest};
 //! use tower::ServiceExt;
 //!
 //! #[derive(serde::Deserialize)]
@@ -176,8 +176,8 @@ use crate::wire::{QualityRequest, QualityResponse};
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response, StatusCode};
-/// use quality_gate::gate::QualityGate;
-/// use quality_gate::{Error, QualityRequest, QualityResponse};
+/// use tower_quality_gate::gate::QualityGate;
+/// use tower_quality_gate::{Error, QualityRequest, QualityResponse};
 /// use tower::{service_fn, ServiceExt};
 ///
 /// # tokio_test::block_on(async {

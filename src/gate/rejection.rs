@@ -14,8 +14,8 @@ use crate::verdict::Verdict;
 /// with [`Verdict::Approved`]. Any `FnMut(Verdict) -> Res` implements it:
 ///
 /// ```
-/// use quality_gate::gate::MakeRejection;
-/// use quality_gate::{Error, QualityResponse, Verdict};
+/// use tower_quality_gate::gate::MakeRejection;
+/// use tower_quality_gate::{Error, QualityResponse, Verdict};
 ///
 /// let mut reject = |verdict: Verdict| match verdict {
 ///     Verdict::Rejected { gate, .. } => format!("rejected by {gate}"),
@@ -58,8 +58,8 @@ where
 ///
 /// ```
 /// use http::{Response, StatusCode};
-/// use quality_gate::gate::{DefaultRejection, MakeRejection};
-/// use quality_gate::{Error, QualityResponse, TimeoutKind, Verdict};
+/// use tower_quality_gate::gate::{DefaultRejection, MakeRejection};
+/// use tower_quality_gate::{Error, QualityResponse, TimeoutKind, Verdict};
 ///
 /// let rejected = Verdict::from(Ok::<_, Error>(QualityResponse::rejected("test", "1 failing")));
 /// let response: Response<String> = DefaultRejection.make_rejection(rejected);

@@ -12,7 +12,7 @@ use crate::error::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::limit::AdaptiveLimitConfig;
+/// use tower_quality_gate::limit::AdaptiveLimitConfig;
 ///
 /// let config = AdaptiveLimitConfig::default()
 ///     .min_limit(2)

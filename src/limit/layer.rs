@@ -11,10 +11,10 @@ use super::{AdaptiveLimit, AdaptiveLimitConfig, AdaptiveLimitHandle, Overload, S
 /// For one limit per replica, use one layer per replica.
 ///
 /// ```
-/// use quality_gate::limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
-/// use quality_gate::QualityCheck;
+/// use tower_quality_gate::limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
+/// use tower_quality_gate::QualityCheck;
 ///
-/// # fn main() -> Result<(), quality_gate::Error> {
+/// # fn main() -> Result<(), tower_quality_gate::Error> {
 /// let layer = AdaptiveLimitLayer::new(AdaptiveLimitConfig::default().max_limit(50));
 /// let handle = layer.handle();
 /// let service = tower::ServiceBuilder::new()

@@ -61,11 +61,11 @@
 //! with an error of kind `NotReady`.
 //!
 //! ```
-//! use quality_gate::limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
-//! use quality_gate::QualityCheck;
+//! use tower_quality_gate::limit::{AdaptiveLimitConfig, AdaptiveLimitLayer};
+//! use tower_quality_gate::QualityCheck;
 //! use tower::Layer;
 //!
-//! # fn main() -> Result<(), quality_gate::Error> {
+//! # fn main() -> Result<(), tower_quality_gate::Error> {
 //! let layer = AdaptiveLimitLayer::new(AdaptiveLimitConfig::default());
 //! let handle = layer.handle();
 //! let service = layer.layer(QualityCheck::new("http://127.0.0.1:8000")?);
@@ -106,9 +106,9 @@ use crate::error::{BoxError, Error};
 /// as above and a tower `Elapsed` is overload.
 ///
 /// ```
-/// use quality_gate::classify::ClassifyFailure;
-/// use quality_gate::limit::Overload;
-/// use quality_gate::{Error, TimeoutKind};
+/// use tower_quality_gate::classify::ClassifyFailure;
+/// use tower_quality_gate::limit::Overload;
+/// use tower_quality_gate::{Error, TimeoutKind};
 ///
 /// assert!(Overload.is_failure(&Error::timeout(TimeoutKind::Attempt)));
 /// assert!(!Overload.is_failure(&Error::circuit_open()));

@@ -13,7 +13,7 @@ use tower::util::rng::{HasherRng, Rng};
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{RetryBackoff, RetryPolicy};
+/// use tower_quality_gate::retry::{RetryBackoff, RetryPolicy};
 ///
 /// #[derive(Debug)]
 /// struct Fixed(Duration);
@@ -56,7 +56,7 @@ pub enum Jitter {
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{RetryBackoff, JitteredBackoff, Jitter};
+/// use tower_quality_gate::retry::{RetryBackoff, JitteredBackoff, Jitter};
 ///
 /// let b = JitteredBackoff::new(Duration::from_millis(100))
 ///     .multiplier(2.0)

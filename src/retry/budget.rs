@@ -27,7 +27,7 @@ use crate::error::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::RetryBudget;
+/// use tower_quality_gate::retry::RetryBudget;
 ///
 /// let budget = RetryBudget::new(Duration::from_secs(10), 10, 0.2).unwrap();
 /// assert!(RetryBudget::new(Duration::from_secs(10), 10, 0.3).is_err());

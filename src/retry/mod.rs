@@ -13,8 +13,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use quality_gate::call::Call;
-//! use quality_gate::{Error, QualityResponse};
+//! use tower_quality_gate::call::Call;
+//! use tower_quality_gate::{Error, QualityResponse};
 //! use tower::retry::Policy;
 //!
 //! #[derive(Clone)]
@@ -40,7 +40,7 @@
 //! }
 //!
 //! # fn main() -> Result<(), Error> {
-//! let b = quality_gate::QualityClient::builder("http://127.0.0.1:8000");
+//! let b = tower_quality_gate::QualityClient::builder("http://127.0.0.1:8000");
 //! let service = tower::ServiceBuilder::new()
 //!     .layer(b.identify_layer())
 //!     .layer(b.deadline_layer())
@@ -107,7 +107,7 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::retry::{JitteredBackoff, Jitter, RetryBudget, RetryPolicy};
+/// use tower_quality_gate::retry::{JitteredBackoff, Jitter, RetryBudget, RetryPolicy};
 ///
 /// let policy = RetryPolicy::new()
 ///     .attempts(4)

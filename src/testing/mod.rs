@@ -3,10 +3,10 @@
 //! `POST /api/quality/check` as scripted and records what it received.
 //!
 //! ```
-//! use quality_gate::testing::{Reply, TestCoordinator};
-//! use quality_gate::{QualityClient, QualityRequest};
+//! use tower_quality_gate::testing::{Reply, TestCoordinator};
+//! use tower_quality_gate::{QualityClient, QualityRequest};
 //!
-//! # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+//! # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
 //! let coordinator = TestCoordinator::start().await;
 //! coordinator.push(Reply::status(503)).push(Reply::reject("lint", "2 warnings"));
 //!
@@ -118,7 +118,7 @@ impl TestCoordinator {
     /// Answers checks the script does not cover with `rule(request)`.
     ///
     /// ```
-    /// use quality_gate::testing::{Reply, TestCoordinator};
+    /// use tower_quality_gate::testing::{Reply, TestCoordinator};
     ///
     /// # #[tokio::main] async fn main() {
     /// let coordinator = TestCoordinator::start().await;
@@ -148,11 +148,11 @@ impl TestCoordinator {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use quality_gate::testing::TestCoordinator;
-    /// use quality_gate::{QualityClient, QualityRequest};
+    /// use tower_quality_gate::testing::TestCoordinator;
+    /// use tower_quality_gate::{QualityClient, QualityRequest};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), quality_gate::Error> {
+    /// # async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let coordinator = TestCoordinator::start().await;
     /// coordinator.capacity(1, Duration::from_millis(100));
     /// let client = QualityClient::new(coordinator.url())?;
@@ -250,10 +250,10 @@ impl TestCoordinator {
     /// so its pool may still hand one of them out.
     ///
     /// ```
-    /// use quality_gate::testing::TestCoordinator;
-    /// use quality_gate::{QualityClient, QualityRequest};
+    /// use tower_quality_gate::testing::TestCoordinator;
+    /// use tower_quality_gate::{QualityClient, QualityRequest};
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let coordinator = TestCoordinator::start().await;
     /// let client = QualityClient::new(coordinator.url())?;
     /// client.check(QualityRequest::new("t-1", "a-1")).await?;
@@ -275,8 +275,8 @@ impl TestCoordinator {
     /// [`restart`](Self::restart).
     ///
     /// ```
-    /// use quality_gate::testing::TestCoordinator;
-    /// use quality_gate::{QualityCheck, QualityRequest};
+    /// use tower_quality_gate::testing::TestCoordinator;
+    /// use tower_quality_gate::{QualityCheck, QualityRequest};
     /// use tower::ServiceExt;
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {

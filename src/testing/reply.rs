@@ -14,7 +14,7 @@ use crate::wire::QualityResponse;
 ///
 /// ```
 /// use std::time::Duration;
-/// use quality_gate::testing::Reply;
+/// use tower_quality_gate::testing::Reply;
 ///
 /// let slow_reject = Reply::reject("lint", "2 warnings").delay(Duration::from_millis(50));
 /// let busy = Reply::status(503).retry_after("1");
@@ -171,11 +171,11 @@ impl Reply {
     /// process or a load balancer that dropped the connection.
     ///
     /// ```
-    /// use quality_gate::testing::{Reply, TestCoordinator};
-    /// use quality_gate::{QualityCheck, QualityRequest};
+    /// use tower_quality_gate::testing::{Reply, TestCoordinator};
+    /// use tower_quality_gate::{QualityCheck, QualityRequest};
     /// use tower::ServiceExt;
     ///
-    /// # #[tokio::main] async fn main() -> Result<(), quality_gate::Error> {
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
     /// let coordinator = TestCoordinator::start().await;
     /// coordinator.push(Reply::reset_before_headers());
     /// let check = QualityCheck::new(coordinator.url())?;

@@ -9,11 +9,11 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use quality_gate::retry::{Jitter, JitteredBackoff};
-use quality_gate::testing::{Recorded, TestCoordinator};
-use quality_gate::{ClientBuilder, Error, QualityClient, QualityRequest, QualityResponse};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower_quality_gate::retry::{Jitter, JitteredBackoff};
+use tower_quality_gate::testing::{Recorded, TestCoordinator};
+use tower_quality_gate::{ClientBuilder, Error, QualityClient, QualityRequest, QualityResponse};
 
 /// A request whose task id names the call.
 pub fn request(n: usize) -> QualityRequest {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::ErrorKind;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::ErrorKind;
 
 /// The client's default body cap, 1 MiB.
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;

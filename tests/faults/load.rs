@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use quality_gate::testing::{Recorded, Reply, TestCoordinator};
-use quality_gate::QualityClient;
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Recorded, Reply, TestCoordinator};
+use tower_quality_gate::QualityClient;
 
 use crate::common::{builder, client, hits_per_task, request, spawn_checks, task_id, Rng, Tally};
 

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::ErrorKind;
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::ErrorKind;
 
 use crate::common::{
     builder, client, closed_before_head, hits_per_task, request, spawn_checks, Tally,

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{Error, ErrorKind};
 use tokio::time::Instant;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{Error, ErrorKind};
 
 use crate::common::{
     caused_by_io, caused_by_reset, client, closed_before_head, failed_before_head, gaps, request,

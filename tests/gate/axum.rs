@@ -11,12 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use http::{Request, StatusCode};
-use quality_gate::breaker::CircuitBreakerConfig;
-use quality_gate::gate::QualityGateLayer;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::{QualityClient, QualityRequest};
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use tower_quality_gate::breaker::CircuitBreakerConfig;
+use tower_quality_gate::gate::QualityGateLayer;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{QualityClient, QualityRequest};
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

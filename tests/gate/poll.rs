@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use http::{Request, Response, StatusCode};
-use quality_gate::gate::{QualityGate, QualityGateLayer};
-use quality_gate::{
-    BoxError, Error, ErrorKind, QualityClient, QualityRequest, QualityResponse, TimeoutKind,
-    Verdict,
-};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::limit::ConcurrencyLimit;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_quality_gate::gate::{QualityGate, QualityGateLayer};
+use tower_quality_gate::{
+    BoxError, Error, ErrorKind, QualityClient, QualityRequest, QualityResponse, TimeoutKind,
+    Verdict,
+};
 use tower_test::mock;
 
 type Quality = mock::Mock<QualityRequest, QualityResponse>;

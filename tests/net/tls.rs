@@ -39,7 +39,7 @@ impl Ca {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
-            format!("quality-gate test CA {n}"),
+            format!("tower-quality-gate test CA {n}"),
         );
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         Ca { issuer }

@@ -10,9 +10,9 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
-use quality_gate::{QualityRequest, Verdict};
 use tonic::body::Body;
 use tonic::Status;
+use tower_quality_gate::{QualityRequest, Verdict};
 
 use crate::pb::CompleteTaskRequest;
 use crate::status::{check_for, status_for};

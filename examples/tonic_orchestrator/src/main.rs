@@ -14,7 +14,7 @@
 //!
 //! Both carry the incoming call's deadline (`grpc-timeout`) and ids
 //! (`x-request-id`, `traceparent`) into the check: the first reads them
-//! from the request's metadata (`quality_gate::propagate`), the gate layer
+//! from the request's metadata (`tower_quality_gate::propagate`), the gate layer
 //! does it by itself.
 //!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
@@ -41,14 +41,14 @@ use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use quality_gate::gate::QualityGateLayer;
-use quality_gate::testing::{Reply, TestCoordinator};
-use quality_gate::QualityClient;
 use tokio::net::TcpListener;
 use tonic::service::LayerExt;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 use tonic::Code;
+use tower_quality_gate::gate::QualityGateLayer;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::QualityClient;
 
 use crate::pb::gated_orchestrator_client::GatedOrchestratorClient;
 use crate::pb::gated_orchestrator_server::GatedOrchestratorServer;

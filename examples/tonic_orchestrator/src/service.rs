@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use quality_gate::propagate::{parse_grpc_timeout, Propagation, GRPC_TIMEOUT};
-use quality_gate::{QualityClient, Verdict};
 use tonic::{Request, Response, Status};
+use tower_quality_gate::propagate::{parse_grpc_timeout, Propagation, GRPC_TIMEOUT};
+use tower_quality_gate::{QualityClient, Verdict};
 
 use crate::pb::gated_orchestrator_server::GatedOrchestrator;
 use crate::pb::orchestrator_server::Orchestrator;

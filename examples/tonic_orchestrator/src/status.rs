@@ -1,8 +1,8 @@
 //! From the quality gate's verdicts and errors to gRPC statuses.
 
-use quality_gate::{QualityRequest, Verdict};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
+use tower_quality_gate::{QualityRequest, Verdict};
 
 use crate::pb::CompleteTaskRequest;
 
@@ -72,8 +72,8 @@ pub fn check_for(completion: CompleteTaskRequest) -> Result<QualityRequest, Stat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quality_gate::{BoxError, Error, QualityResponse, TimeoutKind};
     use tonic::Code;
+    use tower_quality_gate::{BoxError, Error, QualityResponse, TimeoutKind};
 
     fn code(verdict: Verdict) -> Code {
         status_for(verdict).code()
