@@ -515,6 +515,17 @@ impl QualityCheckBuilder {
         self
     }
 
+    /// Connects to what `resolve` answers for `name` (`host:port`), as the
+    /// discovered replicas do: for the client's health checks.
+    pub(crate) fn resolve_with(
+        mut self,
+        resolve: Arc<dyn crate::discover::Resolve>,
+        name: String,
+    ) -> Self {
+        self.resolver = Resolver::discovery(resolve, name);
+        self
+    }
+
     /// Refuses values no coordinator call can work with.
     fn check_limits(&self) -> Result<(), Error> {
         if self.body_limit == 0 {

@@ -54,7 +54,8 @@ pub(crate) fn connector(
     resolver: Resolver,
 ) -> Result<Connector, Error> {
     let route = Route {
-        http: tcp(connect_timeout, resolver),
+        resolver,
+        connect_timeout,
         // The proxy is reached by its own name, never at addresses pinned
         // for a discovered replica.
         to_proxy: tcp(connect_timeout, Resolver::default()),
@@ -131,7 +132,10 @@ where
 /// forward proxy (`http`), or a `CONNECT` tunnel through the proxy (`https`).
 #[derive(Clone)]
 pub(crate) struct Route {
-    http: HttpConnector<Resolver>,
+    /// How the coordinator's host is resolved; a connector is made per
+    /// connection, for the destination's port (see [`Resolver::for_destination`]).
+    resolver: Resolver,
+    connect_timeout: Option<Duration>,
     to_proxy: HttpConnector<Resolver>,
     proxy: Option<Arc<Matcher>>,
 }
@@ -150,19 +154,24 @@ impl Service<Uri> for Route {
     type Error = BoxError;
     type Future = Connecting<Conn>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // `HttpConnector` is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
-        let mut http = match intercept {
-            Some(_) => self.to_proxy.clone(),
-            None => self.http.clone(),
+        let direct = match intercept {
+            Some(_) => None,
+            None => Some(self.resolver.for_destination(&dst)),
         };
+        let mut http = self.to_proxy.clone();
+        let connect_timeout = self.connect_timeout;
         Box::pin(async move {
             let Some(proxy) = intercept else {
-                return Ok(Conn::new(http.call(dst).await?, false));
+                let (resolver, dst) = direct.unwrap_or_else(|| (Resolver::default(), dst));
+                let io = tcp(connect_timeout, resolver).call(dst).await?;
+                return Ok(Conn::new(io, false));
             };
             if proxy.uri().scheme_str() != Some("http") {
                 return Err("only http:// proxies are supported".into());

@@ -290,6 +290,21 @@ impl ClientBuilder {
         Ok(Some(target))
     }
 
+    /// The service `health()` asks: under `discover_replicas`, one that
+    /// connects where the discovery's resolver points (its first replica
+    /// that accepts a connection), not to the base URL's host resolved by
+    /// the system.
+    pub(super) fn health_check(&self) -> Result<crate::QualityCheck, Error> {
+        match &self.discovery {
+            Some(Discovered::Resolver { resolver, .. }) => self
+                .check
+                .clone()
+                .resolve_with(resolver.clone(), self.resolved_name()?)
+                .build(),
+            _ => self.check_service(),
+        }
+    }
+
     /// `host:port` of the base URL, for the resolver.
     fn resolved_name(&self) -> Result<String, Error> {
         let check = self.check_service()?;
