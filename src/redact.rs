@@ -1,10 +1,34 @@
 //! Keeping credentials out of everything the crate prints.
 //!
-//! A coordinator may echo what it was sent in an error body ("invalid token
-//! abc…"), and that body ends up in [`Error`](crate::Error)'s `Display` and
-//! `Debug`, in log events and, through a careless caller, in responses. Every
-//! such body goes through [`Redactor::snippet`], the one place secrets are
-//! removed: on the raw bytes, before anything is cut, decoded or rewritten.
+//! A coordinator or a proxy may echo what it was sent in an error body
+//! ("invalid token abc…", "user ops with password …"), and that body ends up
+//! in [`Error`](crate::Error)'s `Display`, `Debug` and
+//! [`body_snippet`](crate::Error::body_snippet), in log events and, through
+//! a careless caller, in responses. Every such body goes through
+//! [`Redactor::snippet`], the one place secrets are removed: on the raw
+//! bytes, before anything is cut, decoded or rewritten.
+//!
+//! The secrets are every credential the client sends: the bearer token, the
+//! API key, every header whose name says it is secret
+//! ([`is_secret_header`]) or that was marked secret, a call's own secret
+//! headers (UTF-8 or not), and the proxy's `Proxy-Authorization`. Each is
+//! looked for in every form an echo may take:
+//!
+//! - as sent, and trimmed of surrounding whitespace (as the header arrived);
+//! - JSON-escaped (minimally, as serde_json does, and with non-ASCII as
+//!   `\uXXXX`, as Python's `json.dumps` does);
+//! - percent-encoded (RFC 3986 unreserved characters kept, upper- and
+//!   lower-case hex; with `/` kept, as Python's `quote`; as a form, with
+//!   `+` for space) and percent-decoded (when the secret holds `%XX`);
+//! - for `Basic` credentials (RFC 7617), also the base64 text alone, the
+//!   decoded `user:password` and the password alone, in each form above;
+//! - a non-UTF-8 value also as it decodes lossily (with U+FFFD).
+//!
+//! A secret cut by the read ([`ERROR_BODY_READ`] bytes) ends the body with a
+//! start of one of these forms: any such start is redacted, down to its
+//! first character (the only characters ever shown of a cut secret are
+//! none). A secret cut by the snippet's length is redacted before the cut,
+//! so the cut falls in `[redacted]`, never in the secret.
 
 use std::fmt;
 
@@ -67,6 +91,17 @@ pub(crate) fn secret_parts(value: &str) -> impl Iterator<Item = &str> {
     std::iter::once(value).chain(credentials)
 }
 
+/// [`secret_parts`] of a value that may not be UTF-8.
+fn secret_parts_bytes(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let credentials = value
+        .trim_ascii()
+        .splitn(2, |&b| b == b' ' || b == b'\t')
+        .nth(1)
+        .map(<[u8]>::trim_ascii)
+        .filter(|rest| !rest.is_empty());
+    std::iter::once(value).chain(credentials)
+}
+
 /// The secrets of one configuration, in every form a coordinator may echo
 /// them in.
 #[derive(Clone, Default)]
@@ -81,20 +116,22 @@ pub(crate) struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for these secret values; empty ones are ignored.
-    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+    /// A redactor for these secret values (UTF-8 or not); empty ones are
+    /// ignored.
+    pub(crate) fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Redactor {
         let mut raw = Vec::new();
         for secret in secrets {
-            // A header value reaches the coordinator without its leading and
-            // trailing whitespace, so that is what it may echo.
-            for secret in [secret, secret.trim()] {
-                if !secret.is_empty() {
-                    raw.push(secret.as_bytes().to_vec());
-                    raw.push(json_escaped(secret, false).into_bytes());
-                    raw.push(json_escaped(secret, true).into_bytes());
+            let secret = secret.as_ref();
+            raw.extend(forms(secret));
+            if let Some(decoded) = basic_credentials(secret) {
+                // `user:password`, and the password alone.
+                if let Some(at) = decoded.iter().position(|&b| b == b':') {
+                    raw.extend(forms(&decoded[at + 1..]));
                 }
+                raw.extend(forms(&decoded));
             }
         }
+        raw.retain(|form| !form.is_empty());
         let shown: Vec<Vec<u8>> = raw
             .iter()
             .map(|form| one_line(&String::from_utf8_lossy(form)).into_bytes())
@@ -118,11 +155,12 @@ impl Redactor {
     /// that [`is_secret_header`] calls secret), or `None` when the call
     /// carries none.
     pub(crate) fn with_call_headers(&self, headers: &http::HeaderMap) -> Option<Redactor> {
-        let values: Vec<&str> = headers
+        // Every value, UTF-8 or not: a header value may be any visible
+        // bytes, and the coordinator may echo them all the same.
+        let values: Vec<&[u8]> = headers
             .iter()
             .filter(|(name, _)| is_secret_header(name))
-            .filter_map(|(_, value)| std::str::from_utf8(value.as_bytes()).ok())
-            .flat_map(secret_parts)
+            .flat_map(|(_, value)| secret_parts_bytes(value.as_bytes()))
             .collect();
         if values.is_empty() {
             return None;
@@ -213,6 +251,121 @@ fn replace(hay: &[u8], covered: &[bool]) -> Vec<u8> {
         in_run = hidden;
     }
     out
+}
+
+/// Every form of one secret an echo may take (see the module docs).
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut bases: Vec<Vec<u8>> = vec![secret.to_vec(), secret.trim_ascii().to_vec()];
+    if let Some(decoded) = percent_decoded(secret) {
+        bases.push(decoded.trim_ascii().to_vec());
+        bases.push(decoded);
+    }
+    bases.retain(|b| !b.is_empty());
+    bases.dedup();
+    let mut out = Vec::new();
+    for base in bases {
+        let text = String::from_utf8_lossy(&base).into_owned();
+        for (keep, upper, plus) in [
+            ("", true, false),
+            ("", false, false),
+            ("/", true, false),
+            ("", true, true),
+        ] {
+            out.push(percent_encoded(&base, keep, upper, plus));
+        }
+        out.push(json_escaped(&text, false).into_bytes());
+        out.push(json_escaped(&text, true).into_bytes());
+        if text.as_bytes() != base.as_slice() {
+            out.push(text.into_bytes());
+        }
+        out.push(base);
+    }
+    out
+}
+
+/// The decoded credentials of a `Basic` authorization value (RFC 7617
+/// §2), when it is one and its base64 decodes.
+fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+    let value = value.trim_ascii();
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    base64_decoded(value[6..].trim_ascii()).filter(|d| !d.is_empty())
+}
+
+/// Standard base64 (RFC 4648 §4), padding optional; `None` if it is not.
+fn base64_decoded(text: &[u8]) -> Option<Vec<u8>> {
+    let text = text
+        .strip_suffix(b"==")
+        .or(text.strip_suffix(b"="))
+        .unwrap_or(text);
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// `bytes` percent-encoded: every byte but RFC 3986's unreserved characters
+/// and those of `keep` as `%XX`, and with `plus` a space as `+` (HTML
+/// forms).
+fn percent_encoded(bytes: &[u8], keep: &str, upper: bool, plus: bool) -> Vec<u8> {
+    let hex: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = Vec::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+            out.push(b);
+        } else if plus && b == b' ' {
+            out.push(b'+');
+        } else {
+            out.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
+        }
+    }
+    out
+}
+
+/// `bytes` with each `%XX` decoded, when it holds one.
+fn percent_decoded(bytes: &[u8]) -> Option<Vec<u8>> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut any = false;
+    while i < bytes.len() {
+        let pair = bytes
+            .get(i + 1..i + 3)
+            .and_then(|p| Some((digit(p[0])?, digit(p[1])?)));
+        match (bytes[i], pair) {
+            (b'%', Some((hi, lo))) => {
+                out.push((hi * 16 + lo) as u8);
+                any = true;
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    any.then_some(out)
 }
 
 /// `s` as it appears between the quotes of a JSON string: `"`, `\` and
