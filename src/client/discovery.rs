@@ -252,7 +252,7 @@ impl ClientBuilder {
                         name.clone(),
                         *interval,
                         move |addr: SocketAddr, now: &ResolveNow| {
-                            let label = format!("{name} ({addr})");
+                            let label = crate::metrics::replica_label(&name, addr);
                             let check = match template.clone().pin_addresses(vec![addr]).build() {
                                 Ok(check) => check,
                                 Err(error) => {
