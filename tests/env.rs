@@ -72,6 +72,7 @@ async fn every_variable_reaches_the_client() {
 #[test]
 fn each_invalid_value_is_a_config_error_naming_its_variable() {
     // Each case: the variables set, and the one the error must name.
+    #[cfg_attr(not(feature = "rustls"), allow(unused_mut))]
     let mut cases: Vec<(Vec<(&str, String)>, &str)> = [
         ("COORDINATOR_URL", "ftp://u:s3cret@host"),
         ("COORDINATOR_URL", "not a url"),
