@@ -22,6 +22,7 @@
 //!   `+` for space) and percent-decoded (when the secret holds `%XX`);
 //! - for `Basic` credentials (RFC 7617), also the base64 text alone, the
 //!   decoded `user:password` and the password alone, in each form above;
+//! - with its control characters as spaces, as some servers write them;
 //! - a non-UTF-8 value also as it decodes lossily (with U+FFFD).
 //!
 //! A secret cut by the read ([`ERROR_BODY_READ`] bytes) ends the body with a
@@ -29,6 +30,34 @@
 //! first character (the only characters ever shown of a cut secret are
 //! none). A secret cut by the snippet's length is redacted before the cut,
 //! so the cut falls in `[redacted]`, never in the secret.
+
+//!
+//! # What is logged, at which level
+//!
+//! Every event and span goes through `tracing`, target `tower_quality_gate`;
+//! no event carries a request body, a credential or a header value other
+//! than the request id. Text that comes from the coordinator appears only
+//! as an [`Error`](crate::Error)'s `Display`: its status and the body's
+//! snippet, at most [`SNIPPET_CHARS`] characters, redacted, on one line
+//! (control characters and invisible format characters escaped as `\n`,
+//! `\u{1b}`, `\u{202e}`…), so an error body can neither flood the logs nor
+//! forge or disguise a line.
+//!
+//! - **WARN**: the gate fails closed for want of a verdict (the error as
+//!   above, its kind, the request id, the status answered); a circuit
+//!   breaker opens (replica label, failures, cooldown); a discovery
+//!   resolution fails or finds nothing, a discovered replica or a stream
+//!   entry is skipped, the stream fails or ends; `COORDINATOR_URL` is unset
+//!   and the local default is used; a `NO_PROXY` entry can never match.
+//! - **INFO**: a breaker half-opens or closes; the spans of a call
+//!   (`quality_gate.check`, with task id, agent id and request id) and of
+//!   each attempt (`POST`, with the OpenTelemetry HTTP client attributes).
+//! - **DEBUG**: each failed attempt (the error as above, whether it is
+//!   retryable), each verdict (approval and gate), each retry decision
+//!   (`retrying` with the delay, or `not retrying` with the reason), a
+//!   resend of a request the coordinator never processed.
+//!
+//! Nothing is logged at ERROR: the caller owns the error and decides.
 
 use std::fmt;
 
@@ -123,8 +152,9 @@ impl Redactor {
         for secret in secrets {
             let secret = secret.as_ref();
             raw.extend(forms(secret));
-            if let Some(decoded) = basic_credentials(secret) {
-                // `user:password`, and the password alone.
+            if let Some((encoded, decoded)) = basic_credentials(secret) {
+                // The base64 text, `user:password`, and the password alone.
+                raw.extend(forms(encoded));
                 if let Some(at) = decoded.iter().position(|&b| b == b':') {
                     raw.extend(forms(&decoded[at + 1..]));
                 }
@@ -172,7 +202,8 @@ impl Redactor {
     }
 
     /// The start of an error body as an error may show it: every secret
-    /// replaced by `[redacted]`, then decoded (lossily), on one line, at most
+    /// replaced by `[redacted]`, then decoded (lossily), on one line
+    /// (control and invisible format characters escaped), at most
     /// [`SNIPPET_CHARS`] characters.
     ///
     /// `truncated` says the body was cut by the read: a secret may then end
@@ -205,11 +236,33 @@ impl fmt::Debug for Redactor {
     }
 }
 
-/// Control characters as spaces: an error message stays one line.
+/// `text` on one line, as a log line must be: control characters escaped
+/// (`\n`, `\r`, `\t`, else `\u{1b}`), and so are the invisible format
+/// characters that reorder or hide text in a terminal (bidirectional
+/// overrides and isolates, zero-width characters, line and paragraph
+/// separators), so an error body can neither forge a log line nor disguise
+/// one.
 fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters [`one_line`] escapes besides `\n`, `\r` and `\t`.
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
 }
 
 /// Marks each byte of `hay` inside an occurrence of any needle (occurrences
@@ -275,6 +328,14 @@ fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
         }
         out.push(json_escaped(&text, false).into_bytes());
         out.push(json_escaped(&text, true).into_bytes());
+        // A server that writes control characters as spaces.
+        if text.chars().any(char::is_control) {
+            let spaced: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push(spaced.into_bytes());
+        }
         if text.as_bytes() != base.as_slice() {
             out.push(text.into_bytes());
         }
@@ -283,15 +344,17 @@ fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The decoded credentials of a `Basic` authorization value (RFC 7617
-/// §2), when it is one and its base64 decodes.
-fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+/// The credentials of a `Basic` authorization value (RFC 7617 §2), as
+/// base64 and decoded, when it is one and its base64 decodes.
+fn basic_credentials(value: &[u8]) -> Option<(&[u8], Vec<u8>)> {
     let value = value.trim_ascii();
     let scheme = value.get(..6)?;
     if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;
     }
-    base64_decoded(value[6..].trim_ascii()).filter(|d| !d.is_empty())
+    let encoded = value[6..].trim_ascii();
+    let decoded = base64_decoded(encoded).filter(|d| !d.is_empty())?;
+    Some((encoded, decoded))
 }
 
 /// Standard base64 (RFC 4648 §4), padding optional; `None` if it is not.
@@ -458,6 +521,56 @@ mod tests {
     fn overlapping_secrets_leave_nothing_of_either() {
         let r = redactor(&["xyz123", "123abc"]);
         assert_eq!(r.snippet(b"<xyz123abc>", false), "<[redacted]>");
+    }
+
+    #[test]
+    fn basic_credentials_are_secret_decoded_and_encoded() {
+        // `ops:p@ss wörd`, as `Proxy-Authorization: Basic` carries it.
+        let r = redactor(&["Basic b3BzOnBAc3Mgd8O2cmQ="]);
+        for echo in [
+            "Basic b3BzOnBAc3Mgd8O2cmQ=",
+            "b3BzOnBAc3Mgd8O2cmQ=",
+            "ops:p@ss wörd",
+            "p@ss wörd",
+            "p%40ss%20w%C3%B6rd",
+            "p%40ss%20w%c3%b6rd",
+            "p%40ss+w%C3%B6rd",
+            "p@ss w\\u00f6rd",
+        ] {
+            let shown = r.snippet(format!("user {echo}!").as_bytes(), false);
+            assert_eq!(shown, "user [redacted]!", "{echo}");
+        }
+        // Not Basic, or not base64: the value alone.
+        assert_eq!(basic_credentials(b"Bearer b3BzOnB3"), None);
+        assert_eq!(basic_credentials(b"Basic not*base64"), None);
+        assert_eq!(base64_decoded(b"b3BzOnB3").unwrap(), b"ops:pw");
+    }
+
+    #[test]
+    fn percent_forms_both_ways() {
+        let r = redactor(&["a/b c%2Fd"]);
+        for echo in [
+            "a%2Fb%20c%252Fd",
+            "a/b%20c%252Fd",
+            "a/b c/d",
+            "a%2fb%20c%252Fd",
+        ] {
+            let shown = r.snippet(format!("<{echo}>").as_bytes(), false);
+            assert_eq!(shown, "<[redacted]>", "{echo}");
+        }
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        let r = redactor(&[]);
+        let shown = r.snippet(
+            "a\nINFO forged\r\x1b[31mred\u{202e}txt\u{200b}\u{2028}".as_bytes(),
+            false,
+        );
+        assert_eq!(
+            shown,
+            "a\\nINFO forged\\r\\u{1b}[31mred\\u{202e}txt\\u{200b}\\u{2028}"
+        );
     }
 
     #[test]

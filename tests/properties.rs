@@ -38,8 +38,9 @@ fn echoed(secret: &str, form: u8) -> Vec<u8> {
         0 => secret.as_bytes().to_vec(),
         1 => secret.trim().as_bytes().to_vec(),
         2 => {
+            // Between the quotes (an escaped quote may end it).
             let json = serde_json::to_string(secret).unwrap();
-            json.trim_matches('"').as_bytes().to_vec()
+            json.as_bytes()[1..json.len() - 1].to_vec()
         }
         3 => secret
             .chars()
