@@ -46,7 +46,10 @@ use crate::error::Error;
 ///
 /// An IP-literal coordinator matches only IP entries (and `*`), a named
 /// coordinator only name entries (and `*`): no name is resolved to
-/// decide. Environment proxies ([`Proxy::from_vars`]) also always skip
+/// decide. Replicas found by
+/// [`discover_replicas`](crate::ClientBuilder::discover_replicas) are
+/// reached at their own addresses, which a proxy asked for the host name
+/// cannot honour: their host must be listed, or `build()` refuses. Environment proxies ([`Proxy::from_vars`]) also always skip
 /// `localhost`, `127.0.0.0/8` and `::1`.
 ///
 /// The default of a builder is [`Proxy::none`]: a library embedded in an
@@ -549,6 +552,56 @@ mod tests {
                 direct,
                 "NO_PROXY={list:?} {url}"
             );
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9-]{1,8}"
+        }
+
+        proptest! {
+            /// A domain entry matches the host itself and its subdomains,
+            /// nothing else, whatever the case, the dots around it and the
+            /// whitespace around the entry.
+            #[test]
+            fn a_domain_matches_itself_and_its_subdomains(
+                domain in proptest::collection::vec(label(), 1..4),
+                host in proptest::collection::vec(label(), 1..5),
+                leading_dot in any::<bool>(),
+                upper in any::<bool>(),
+                padding in "[ \t]{0,2}",
+            ) {
+                let domain = domain.join(".");
+                let host = host.join(".");
+                let mut entry = format!("{}{domain}", if leading_dot { "." } else { "" });
+                if upper {
+                    entry = entry.to_ascii_uppercase();
+                }
+                let list = format!("other.invalid,{padding}{entry}{padding},10.0.0.0/8");
+                let no = NoProxy::parse(&list);
+                let expected = host == domain || host.ends_with(&format!(".{domain}"));
+                prop_assert_eq!(no.matches(&host), expected, "{} against {}", list, host);
+                prop_assert!(no.matches(&domain));
+                let (sub, longer) = (format!("x.{domain}"), format!("x{domain}"));
+                prop_assert!(no.matches(&sub));
+                prop_assert!(!no.matches(&longer));
+            }
+
+            /// A CIDR entry matches exactly the addresses that share its
+            /// first `bits` bits; `*` matches every host.
+            #[test]
+            fn a_cidr_matches_its_prefix(net in any::<u32>(), ip in any::<u32>(), bits in 0u8..=32) {
+                let entry = format!("{}/{bits}", std::net::Ipv4Addr::from(net));
+                let host = std::net::Ipv4Addr::from(ip).to_string();
+                let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+                prop_assert_eq!(NoProxy::parse(&entry).matches(&host), net & mask == ip & mask);
+                prop_assert!(NoProxy::parse("*").matches(&host));
+            }
         }
     }
 

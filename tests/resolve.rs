@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tower_quality_gate::discover::Resolve;
 use tower_quality_gate::testing::{Reply, TestCoordinator};
-use tower_quality_gate::{QualityClient, QualityRequest};
+use tower_quality_gate::{Proxy, QualityClient, QualityRequest};
 
 /// A resolver answering `addrs` for any name, counting its lookups.
 fn resolver(addrs: Vec<SocketAddr>, lookups: Arc<AtomicUsize>) -> impl Resolve {
@@ -96,4 +96,33 @@ async fn health_under_discovery_asks_the_discovered_replicas() {
     up.set_health(Reply::status(503));
     let err = client.health().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+}
+
+/// Through a proxy, every discovered replica would be whatever the proxy
+/// makes of the host name: refused at build time, unless `NO_PROXY` lists
+/// the host.
+#[tokio::test]
+async fn discovered_replicas_behind_a_proxy_are_refused_unless_no_proxy() {
+    let c = TestCoordinator::start().await;
+    c.always(Reply::approve());
+    let build = |no_proxy: &str| {
+        QualityClient::builder("http://coordinator.test:8000")
+            .discover_replicas(
+                resolver(vec![c.addr()], Arc::default()),
+                Duration::from_secs(30),
+            )
+            .http(|h| h.proxy(Proxy::url("http://proxy.test:3128").no_proxy(no_proxy)))
+            .build()
+    };
+    let err = build("").unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    assert!(err.to_string().contains("NO_PROXY"), "{err}");
+    let client = build(".test").unwrap();
+    assert!(
+        client
+            .check(QualityRequest::new("t", "a"))
+            .await
+            .unwrap()
+            .approved
+    );
 }

@@ -294,6 +294,7 @@ impl QualityCheckBuilder {
         if let Some(auth) = auth {
             config.headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
+        connector::refuse_proxied_replicas(&self.resolver, proxy.as_ref(), &check_uri)?;
         let https = config.base.scheme_str() == Some("https");
         let http = connector::connector(
             self.connect_timeout,

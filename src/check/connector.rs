@@ -71,6 +71,24 @@ pub(crate) fn connector(
     })
 }
 
+/// Refuses a coordinator reached at resolved or pinned addresses (a
+/// discovered replica) through a proxy: the proxy would be asked for the
+/// host name, so every replica would silently be the one the proxy picks.
+pub(crate) fn refuse_proxied_replicas(
+    resolver: &Resolver,
+    proxy: Option<&Matcher>,
+    uri: &Uri,
+) -> Result<(), Error> {
+    let proxied = proxy.is_some_and(|m| m.intercept(uri).is_some());
+    if proxied && !resolver.is_system() {
+        return Err(Error::config(format!(
+            "discovered replicas are reached at their own addresses, but the proxy would be asked for {}: list the host in NO_PROXY",
+            uri.host().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
 // ===== Timed =====
 
 /// Bounds a whole connection attempt (TCP, proxy tunnel, TLS handshake) by

@@ -73,12 +73,17 @@ impl Resolver {
         }
     }
 
+    /// Whether this is the system resolver (no discovery).
+    pub(crate) fn is_system(&self) -> bool {
+        matches!(self.source, Source::System(_))
+    }
+
     /// The resolver and URI to connect to `dst` with: unchanged for the
     /// system resolver; otherwise `dst` without its port (so that
     /// `HttpConnector` keeps the ports this resolver answers) and this
     /// resolver with `dst`'s port for answers without one.
     pub(crate) fn for_destination(&self, dst: &Uri) -> (Resolver, Uri) {
-        if matches!(self.source, Source::System(_)) {
+        if self.is_system() {
             return (self.clone(), dst.clone());
         }
         let port = dst
