@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_quality_gate::breaker::CircuitBreakerConfig;
@@ -146,6 +147,30 @@ fn error_texts(err: &Error) -> Vec<String> {
     texts
 }
 
+/// Fails the case when a text of `err` shows a part of `secret` (see
+/// [`shown_part`]).
+fn refute_shown(err: &Error, secret: &str) -> Result<(), TestCaseError> {
+    for text in error_texts(err) {
+        if let Some(part) = shown_part(&text, secret) {
+            return Err(TestCaseError::fail(format!(
+                "{part:?} of {secret:?} leaked in {text:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A runtime, a coordinator on it, and a client of one attempt per call.
+fn one_attempt_client() -> (tokio::runtime::Runtime, TestCoordinator, QualityClient) {
+    let rt = runtime();
+    let coordinator = rt.block_on(TestCoordinator::start());
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .build()
+        .unwrap();
+    (rt, coordinator, client)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -178,13 +203,8 @@ fn assert_no_error_shows_the_secret<S: Strategy>(
             let err = rt
                 .block_on(check.oneshot(QualityRequest::new("t", "a")))
                 .unwrap_err();
-            for text in error_texts(&err) {
-                for form in 0..FORMS {
-                    let form = String::from_utf8_lossy(&echoed(&secret, form)).into_owned();
-                    if let Some(part) = shown_part(&text, &form) {
-                        prop_assert!(false, "{:?} shows {:?} of {:?}", text, part, secret);
-                    }
-                }
+            for form in 0..FORMS {
+                refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))?;
             }
             Ok(())
         })
@@ -492,12 +512,7 @@ async fn a_backoff_of_duration_max_fails_fast() {
 /// error body that echoes it, like a configured one, through the client.
 #[test]
 fn no_error_text_shows_a_per_call_secret_header() {
-    let rt = runtime();
-    let coordinator = rt.block_on(TestCoordinator::start());
-    let client = QualityClient::builder(coordinator.url())
-        .attempts(1)
-        .build()
-        .unwrap();
+    let (rt, coordinator, client) = one_attempt_client();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
     let strategy = (
         secret(),
@@ -517,13 +532,7 @@ fn no_error_text_shows_a_per_call_secret_header() {
             let req =
                 QualityRequest::new("t", "a").header(http::HeaderName::from_static(name), value);
             let err = rt.block_on(client.check(req)).unwrap_err();
-            for text in error_texts(&err) {
-                let form = String::from_utf8_lossy(&echoed(&secret, form)).into_owned();
-                if let Some(part) = shown_part(&text, &form) {
-                    prop_assert!(false, "{name}: {part:?} of {secret:?} leaked in {text:?}");
-                }
-            }
-            Ok(())
+            refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))
         })
         .unwrap();
 }
@@ -534,12 +543,7 @@ fn no_error_text_shows_a_per_call_secret_header() {
 /// it.
 #[test]
 fn no_error_text_shows_a_per_call_secret_header_that_is_not_utf8() {
-    let rt = runtime();
-    let coordinator = rt.block_on(TestCoordinator::start());
-    let client = QualityClient::builder(coordinator.url())
-        .attempts(1)
-        .build()
-        .unwrap();
+    let (rt, coordinator, client) = one_attempt_client();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
     let byte = prop_oneof![0x21u8..0x7f, 0x80u8..=0xff];
     let strategy = (
@@ -561,12 +565,7 @@ fn no_error_text_shows_a_per_call_secret_header_that_is_not_utf8() {
             let req = QualityRequest::new("t", "a")
                 .header(http::HeaderName::from_static("x-session-token"), value);
             let err = rt.block_on(client.check(req)).unwrap_err();
-            for text in error_texts(&err) {
-                if let Some(part) = shown_part(&text, &decoded) {
-                    prop_assert!(false, "{part:?} of {decoded:?} leaked in {text:?}");
-                }
-            }
-            Ok(())
+            refute_shown(&err, &decoded)
         })
         .unwrap();
 }
@@ -629,18 +628,10 @@ fn no_error_text_shows_proxy_credentials_echoed_in_a_407() {
                 .block_on(client.check(QualityRequest::new("t", "a")))
                 .unwrap_err();
             prop_assert_eq!(err.status().map(|s| s.as_u16()), Some(407));
-            for text in error_texts(&err) {
-                for shown in [&basic, &user_password, &password] {
-                    if let Some(part) = shown_part(&text, shown) {
-                        prop_assert!(false, "{part:?} of {shown:?} leaked in {text:?}");
-                    }
-                }
-                let form = String::from_utf8_lossy(&echoed(&secret, form)).into_owned();
-                if let Some(part) = shown_part(&text, &form) {
-                    prop_assert!(false, "{part:?} of {form:?} leaked in {text:?}");
-                }
+            for shown in [&basic, &user_password, &password] {
+                refute_shown(&err, shown)?;
             }
-            Ok(())
+            refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))
         })
         .unwrap();
 }

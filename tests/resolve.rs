@@ -22,8 +22,13 @@ fn resolver(addrs: Vec<SocketAddr>, lookups: Arc<AtomicUsize>) -> impl Resolve {
 
 /// A client for `url` whose replicas are what `addrs` says.
 fn client(url: &str, addrs: Vec<SocketAddr>) -> QualityClient {
+    counting_client(url, addrs, Arc::default())
+}
+
+/// [`client`], counting the resolver's lookups in `lookups`.
+fn counting_client(url: &str, addrs: Vec<SocketAddr>, lookups: Arc<AtomicUsize>) -> QualityClient {
     QualityClient::builder(url)
-        .discover_replicas(resolver(addrs, Arc::default()), Duration::from_secs(30))
+        .discover_replicas(resolver(addrs, lookups), Duration::from_secs(30))
         .build()
         .unwrap()
 }
@@ -82,13 +87,11 @@ async fn health_under_discovery_asks_the_discovered_replicas() {
     let lookups = Arc::new(AtomicUsize::new(0));
     // `coordinator.invalid` resolves nowhere (RFC 6761): the system
     // resolver would fail, the discovery's answers the replicas.
-    let client = QualityClient::builder("http://coordinator.invalid:8000")
-        .discover_replicas(
-            resolver(vec![down_addr, up.addr()], lookups.clone()),
-            Duration::from_secs(30),
-        )
-        .build()
-        .unwrap();
+    let client = counting_client(
+        "http://coordinator.invalid:8000",
+        vec![down_addr, up.addr()],
+        lookups.clone(),
+    );
     client.health().await.unwrap();
     assert!(lookups.load(Ordering::SeqCst) >= 1);
     assert_eq!(up.requests().last().unwrap().path, "/health");
