@@ -20,6 +20,32 @@ fn resolver(addrs: Vec<SocketAddr>, lookups: Arc<AtomicUsize>) -> impl Resolve {
     }
 }
 
+/// A coordinator approving every check.
+async fn approving() -> TestCoordinator {
+    let c = TestCoordinator::start().await;
+    c.always(Reply::approve());
+    c
+}
+
+/// Whether the client's check was approved.
+async fn approved(client: &QualityClient) -> bool {
+    client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap()
+        .approved
+}
+
+/// The status of the client's failed health check.
+async fn unhealthy_status(client: &QualityClient) -> Option<u16> {
+    client
+        .health()
+        .await
+        .unwrap_err()
+        .status()
+        .map(|s| s.as_u16())
+}
+
 /// A client for `url` whose replicas are what `addrs` says.
 fn client(url: &str, addrs: Vec<SocketAddr>) -> QualityClient {
     counting_client(url, addrs, Arc::default())
@@ -35,10 +61,7 @@ fn counting_client(url: &str, addrs: Vec<SocketAddr>, lookups: Arc<AtomicUsize>)
 
 #[tokio::test]
 async fn two_replicas_on_one_host_keep_their_resolved_ports() {
-    let a = TestCoordinator::start().await;
-    let b = TestCoordinator::start().await;
-    a.always(Reply::approve());
-    b.always(Reply::approve());
+    let (a, b) = (approving().await, approving().await);
     assert_ne!(a.addr().port(), b.addr().port());
     // Port 1 listens nowhere: a call that went there would fail.
     let client = client("http://coordinator.test:1", vec![a.addr(), b.addr()]);
@@ -57,24 +80,16 @@ async fn two_replicas_on_one_host_keep_their_resolved_ports() {
     a.set_health(Reply::status(503));
     b.set_health(Reply::status(200));
     // The first replica that accepts a connection answers: `a`, unhealthy.
-    let err = client.health().await.unwrap_err();
-    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(unhealthy_status(&client).await, Some(503));
 }
 
 #[tokio::test]
 async fn an_answer_without_a_port_takes_the_url_port() {
-    let c = TestCoordinator::start().await;
-    c.always(Reply::approve());
+    let c = approving().await;
     let url = format!("http://coordinator.test:{}", c.addr().port());
     let portless = SocketAddr::new(c.addr().ip(), 0);
     let client = client(&url, vec![portless]);
-    assert!(
-        client
-            .check(QualityRequest::new("t", "a"))
-            .await
-            .unwrap()
-            .approved
-    );
+    assert!(approved(&client).await);
     assert_eq!(c.hits(), 1);
 }
 
@@ -97,8 +112,7 @@ async fn health_under_discovery_asks_the_discovered_replicas() {
     assert_eq!(up.requests().last().unwrap().path, "/health");
 
     up.set_health(Reply::status(503));
-    let err = client.health().await.unwrap_err();
-    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(unhealthy_status(&client).await, Some(503));
 }
 
 /// Through a proxy, every discovered replica would be whatever the proxy
@@ -106,8 +120,7 @@ async fn health_under_discovery_asks_the_discovered_replicas() {
 /// the host.
 #[tokio::test]
 async fn discovered_replicas_behind_a_proxy_are_refused_unless_no_proxy() {
-    let c = TestCoordinator::start().await;
-    c.always(Reply::approve());
+    let c = approving().await;
     let build = |no_proxy: &str| {
         QualityClient::builder("http://coordinator.test:8000")
             .discover_replicas(
@@ -121,11 +134,5 @@ async fn discovered_replicas_behind_a_proxy_are_refused_unless_no_proxy() {
     assert!(err.is_config(), "{err:?}");
     assert!(err.to_string().contains("NO_PROXY"), "{err}");
     let client = build(".test").unwrap();
-    assert!(
-        client
-            .check(QualityRequest::new("t", "a"))
-            .await
-            .unwrap()
-            .approved
-    );
+    assert!(approved(&client).await);
 }
