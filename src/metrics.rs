@@ -60,7 +60,8 @@
 //! Histograms are exported as the exporter decides; for Prometheus,
 //! [`DURATION_BUCKETS`] are OpenTelemetry's advised boundaries:
 //!
-//! ```
+#![cfg_attr(feature = "metrics", doc = "```")]
+#![cfg_attr(not(feature = "metrics"), doc = "```ignore")]
 //! use metrics_exporter_prometheus::PrometheusBuilder;
 //! use tower_quality_gate::metrics::DURATION_BUCKETS;
 //!
@@ -79,7 +80,8 @@
 //! # Ok(()) }
 //! ```
 
-// Without the feature the hooks keep their signatures and do nothing.
+// Without the feature the hooks keep their signatures and do nothing (and
+// the examples above, whose module is then private, are not run).
 #![cfg_attr(not(feature = "metrics"), allow(dead_code, unused_variables))]
 
 use std::sync::{Arc, RwLock};
@@ -146,7 +148,8 @@ static GATE_LABELS: RwLock<Option<Arc<[String]>>> = RwLock::new(None);
 /// configuration, at start-up), so that they all report the same series.
 /// The default is [`DEFAULT_GATE_LABELS`].
 ///
-/// ```
+#[cfg_attr(feature = "metrics", doc = "```")]
+#[cfg_attr(not(feature = "metrics"), doc = "```ignore")]
 /// tower_quality_gate::metrics::set_gate_labels(["build", "lint", "security"]);
 /// ```
 pub fn set_gate_labels<I, S>(gates: I)
