@@ -303,10 +303,10 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
             println!("  {line}");
         }
         for name in [
-            "quality_gate_verdicts",
-            "quality_gate_errors",
-            "http_client_request_duration_bucket",
-            "quality_gate_call_duration_bucket",
+            "quality_gate_verdicts_total",
+            "quality_gate_errors_total",
+            "http_client_request_duration_seconds_bucket",
+            "quality_gate_call_duration_seconds_bucket",
         ] {
             if !text.contains(name) {
                 return Err(format!("/metrics has no {name}:\n{text}").into());
@@ -323,8 +323,11 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
 fn metrics_route() -> Result<Router, BoxError> {
     use metrics_exporter_prometheus::PrometheusBuilder;
 
+    // Recommended naming: `_seconds` on durations and `_total` on counters,
+    // as Prometheus and OpenTelemetry dashboards expect.
     let handle = PrometheusBuilder::new()
         .set_buckets(tower_quality_gate::metrics::DURATION_BUCKETS)?
+        .with_recommended_naming(true)
         .install_recorder()?;
     tower_quality_gate::metrics::describe();
     let render = move || {

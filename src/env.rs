@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::check::DEFAULT_COORDINATOR_URL;
+use crate::check::{QualityCheck, QualityCheckBuilder, DEFAULT_COORDINATOR_URL};
 use crate::client::ClientBuilder;
 use crate::error::Error;
 use crate::proxy::Proxy;
@@ -152,20 +152,25 @@ fn from_lookup(
         b = b.api_key(key);
     }
     if let Some(v) = get(ATTEMPTS)? {
-        b = b.attempts(
-            positive(ATTEMPTS, &v)?
-                .try_into()
-                .map_err(|_| Error::config(format!("{ATTEMPTS} is too large")))?,
-        );
+        let attempts = positive(ATTEMPTS, &v)?
+            .try_into()
+            .map_err(|_| Error::config(format!("{ATTEMPTS} is too large")))?;
+        client_alone(ATTEMPTS, |b| b.attempts(attempts))?;
+        b = b.attempts(attempts);
     }
     if let Some(v) = get(ATTEMPT_TIMEOUT)? {
-        b = b.attempt_timeout(duration(ATTEMPT_TIMEOUT, &v)?);
+        let timeout = duration(ATTEMPT_TIMEOUT, &v)?;
+        client_alone(ATTEMPT_TIMEOUT, |b| b.attempt_timeout(timeout))?;
+        b = b.attempt_timeout(timeout);
     }
     if let Some(v) = get(TOTAL_TIMEOUT)? {
-        b = b.total_timeout(duration(TOTAL_TIMEOUT, &v)?);
+        let timeout = duration(TOTAL_TIMEOUT, &v)?;
+        client_alone(TOTAL_TIMEOUT, |b| b.total_timeout(timeout))?;
+        b = b.total_timeout(timeout);
     }
     if let Some(v) = get(CONNECT_TIMEOUT)? {
         let timeout = duration(CONNECT_TIMEOUT, &v)?;
+        check_alone(CONNECT_TIMEOUT, |c| c.connect_timeout(Some(timeout)))?;
         b = b.http(|c| c.connect_timeout(Some(timeout)));
     }
     if let Some(v) = get(CONCURRENCY_LIMIT)? {
@@ -174,6 +179,7 @@ fn from_lookup(
         } else {
             Some(positive(CONCURRENCY_LIMIT, &v)?)
         };
+        client_alone(CONCURRENCY_LIMIT, |b| b.concurrency_limit(limit))?;
         b = b.concurrency_limit(limit);
     }
     if let Some(v) = get(HTTP2)? {
@@ -199,11 +205,26 @@ fn tls_files(
 ) -> Result<ClientBuilder, Error> {
     if let Some(path) = get(CA_FILE)? {
         let pem = read(CA_FILE, &path)?;
+        check_alone(CA_FILE, |c| c.add_root_certificate_pem(&pem))?;
         b = b.http(|c| c.add_root_certificate_pem(pem));
     }
     match (get(CLIENT_CERT_FILE)?, get(CLIENT_KEY_FILE)?) {
         (Some(cert), Some(key)) => {
             let (cert, key) = (read(CLIENT_CERT_FILE, &cert)?, read(CLIENT_KEY_FILE, &key)?);
+            // Which file is at fault: the chain is read first, so an error
+            // with no key that is not about the key is the chain's.
+            let chain_alone = QualityCheck::builder(DEFAULT_COORDINATOR_URL)
+                .client_identity_pem(&cert, "")
+                .build();
+            if let Err(e) = chain_alone {
+                if !e.to_string().contains("client key") {
+                    return Err(named(CLIENT_CERT_FILE, e));
+                }
+            }
+            check_alone(
+                &format!("{CLIENT_KEY_FILE} (with {CLIENT_CERT_FILE})"),
+                |c| c.client_identity_pem(&cert, &key),
+            )?;
             b = b.http(|c| c.client_identity_pem(cert, key));
         }
         (None, None) => {}
@@ -234,6 +255,37 @@ fn tls_files(
 #[cfg(feature = "rustls")]
 fn read(name: &str, path: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::config_with(format!("{name}: cannot read {path:?}"), e))
+}
+
+/// Builds a check with one variable's setting alone, so that what only
+/// `build()` refuses is refused now, naming the variable.
+fn check_alone(
+    name: &str,
+    set: impl FnOnce(QualityCheckBuilder) -> QualityCheckBuilder,
+) -> Result<(), Error> {
+    set(QualityCheck::builder(DEFAULT_COORDINATOR_URL))
+        .build()
+        .map(drop)
+        .map_err(|e| named(name, e))
+}
+
+/// [`check_alone`] for a client setting.
+fn client_alone(name: &str, set: impl FnOnce(ClientBuilder) -> ClientBuilder) -> Result<(), Error> {
+    set(QualityClient::builder(DEFAULT_COORDINATOR_URL))
+        .build()
+        .map(drop)
+        .map_err(|e| named(name, e))
+}
+
+/// A build error of one variable's setting, naming the variable. Build
+/// errors never show a secret's value.
+fn named(name: &str, error: Error) -> Error {
+    let reason = error.to_string();
+    let reason = reason
+        .strip_prefix("invalid configuration: ")
+        .unwrap_or(&reason)
+        .to_owned();
+    Error::config_with(format!("{name}: {reason}"), error)
 }
 
 /// Checks a secret's header value, naming the variable, never the value.

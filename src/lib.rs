@@ -36,7 +36,6 @@ pub mod limit;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
-#[path = "metrics_noop.rs"]
 mod metrics;
 pub mod propagate;
 mod proxy;

@@ -1,10 +1,63 @@
 //! Keeping credentials out of everything the crate prints.
 //!
-//! A coordinator may echo what it was sent in an error body ("invalid token
-//! abc…"), and that body ends up in [`Error`](crate::Error)'s `Display` and
-//! `Debug`, in log events and, through a careless caller, in responses. Every
-//! such body goes through [`Redactor::snippet`], the one place secrets are
-//! removed: on the raw bytes, before anything is cut, decoded or rewritten.
+//! A coordinator or a proxy may echo what it was sent in an error body
+//! ("invalid token abc…", "user ops with password …"), and that body ends up
+//! in [`Error`](crate::Error)'s `Display`, `Debug` and
+//! [`body_snippet`](crate::Error::body_snippet), in log events and, through
+//! a careless caller, in responses. Every such body goes through
+//! [`Redactor::snippet`], the one place secrets are removed: on the raw
+//! bytes, before anything is cut, decoded or rewritten.
+//!
+//! The secrets are every credential the client sends: the bearer token, the
+//! API key, every header whose name says it is secret
+//! ([`is_secret_header`]) or that was marked secret, a call's own secret
+//! headers (UTF-8 or not), and the proxy's `Proxy-Authorization`. Each is
+//! looked for in every form an echo may take:
+//!
+//! - as sent, and trimmed of surrounding whitespace (as the header arrived);
+//! - JSON-escaped (minimally, as serde_json does, and with non-ASCII as
+//!   `\uXXXX`, as Python's `json.dumps` does);
+//! - percent-encoded (RFC 3986 unreserved characters kept, upper- and
+//!   lower-case hex; with `/` kept, as Python's `quote`; as a form, with
+//!   `+` for space) and percent-decoded (when the secret holds `%XX`);
+//! - for `Basic` credentials (RFC 7617), also the base64 text alone, the
+//!   decoded `user:password` and the password alone, in each form above;
+//! - with its control characters as spaces, as some servers write them;
+//! - a non-UTF-8 value also as it decodes lossily (with U+FFFD).
+//!
+//! A secret cut by the read ([`ERROR_BODY_READ`] bytes) ends the body with a
+//! start of one of these forms: any such start is redacted, down to its
+//! first character (the only characters ever shown of a cut secret are
+//! none). A secret cut by the snippet's length is redacted before the cut,
+//! so the cut falls in `[redacted]`, never in the secret.
+
+//!
+//! # What is logged, at which level
+//!
+//! Every event and span goes through `tracing`, target `tower_quality_gate`;
+//! no event carries a request body, a credential or a header value other
+//! than the request id. Text that comes from the coordinator appears only
+//! as an [`Error`](crate::Error)'s `Display`: its status and the body's
+//! snippet, at most [`SNIPPET_CHARS`] characters, redacted, on one line
+//! (control characters and invisible format characters escaped as `\n`,
+//! `\u{1b}`, `\u{202e}`…), so an error body can neither flood the logs nor
+//! forge or disguise a line.
+//!
+//! - **WARN**: the gate fails closed for want of a verdict (the error as
+//!   above, its kind, the request id, the status answered); a circuit
+//!   breaker opens (replica label, failures, cooldown); a discovery
+//!   resolution fails or finds nothing, a discovered replica or a stream
+//!   entry is skipped, the stream fails or ends; `COORDINATOR_URL` is unset
+//!   and the local default is used; a `NO_PROXY` entry can never match.
+//! - **INFO**: a breaker half-opens or closes; the spans of a call
+//!   (`quality_gate.check`, with task id, agent id and request id) and of
+//!   each attempt (`POST`, with the OpenTelemetry HTTP client attributes).
+//! - **DEBUG**: each failed attempt (the error as above, whether it is
+//!   retryable), each verdict (approval and gate), each retry decision
+//!   (`retrying` with the delay, or `not retrying` with the reason), a
+//!   resend of a request the coordinator never processed.
+//!
+//! Nothing is logged at ERROR: the caller owns the error and decides.
 
 use std::fmt;
 
@@ -67,6 +120,17 @@ pub(crate) fn secret_parts(value: &str) -> impl Iterator<Item = &str> {
     std::iter::once(value).chain(credentials)
 }
 
+/// [`secret_parts`] of a value that may not be UTF-8.
+fn secret_parts_bytes(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let credentials = value
+        .trim_ascii()
+        .splitn(2, |&b| b == b' ' || b == b'\t')
+        .nth(1)
+        .map(<[u8]>::trim_ascii)
+        .filter(|rest| !rest.is_empty());
+    std::iter::once(value).chain(credentials)
+}
+
 /// The secrets of one configuration, in every form a coordinator may echo
 /// them in.
 #[derive(Clone, Default)]
@@ -81,20 +145,23 @@ pub(crate) struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for these secret values; empty ones are ignored.
-    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Redactor {
+    /// A redactor for these secret values (UTF-8 or not); empty ones are
+    /// ignored.
+    pub(crate) fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Redactor {
         let mut raw = Vec::new();
         for secret in secrets {
-            // A header value reaches the coordinator without its leading and
-            // trailing whitespace, so that is what it may echo.
-            for secret in [secret, secret.trim()] {
-                if !secret.is_empty() {
-                    raw.push(secret.as_bytes().to_vec());
-                    raw.push(json_escaped(secret, false).into_bytes());
-                    raw.push(json_escaped(secret, true).into_bytes());
+            let secret = secret.as_ref();
+            raw.extend(forms(secret));
+            if let Some((encoded, decoded)) = basic_credentials(secret) {
+                // The base64 text, `user:password`, and the password alone.
+                raw.extend(forms(encoded));
+                if let Some(at) = decoded.iter().position(|&b| b == b':') {
+                    raw.extend(forms(&decoded[at + 1..]));
                 }
+                raw.extend(forms(&decoded));
             }
         }
+        raw.retain(|form| !form.is_empty());
         let shown: Vec<Vec<u8>> = raw
             .iter()
             .map(|form| one_line(&String::from_utf8_lossy(form)).into_bytes())
@@ -118,11 +185,12 @@ impl Redactor {
     /// that [`is_secret_header`] calls secret), or `None` when the call
     /// carries none.
     pub(crate) fn with_call_headers(&self, headers: &http::HeaderMap) -> Option<Redactor> {
-        let values: Vec<&str> = headers
+        // Every value, UTF-8 or not: a header value may be any visible
+        // bytes, and the coordinator may echo them all the same.
+        let values: Vec<&[u8]> = headers
             .iter()
             .filter(|(name, _)| is_secret_header(name))
-            .filter_map(|(_, value)| std::str::from_utf8(value.as_bytes()).ok())
-            .flat_map(secret_parts)
+            .flat_map(|(_, value)| secret_parts_bytes(value.as_bytes()))
             .collect();
         if values.is_empty() {
             return None;
@@ -134,7 +202,8 @@ impl Redactor {
     }
 
     /// The start of an error body as an error may show it: every secret
-    /// replaced by `[redacted]`, then decoded (lossily), on one line, at most
+    /// replaced by `[redacted]`, then decoded (lossily), on one line
+    /// (control and invisible format characters escaped), at most
     /// [`SNIPPET_CHARS`] characters.
     ///
     /// `truncated` says the body was cut by the read: a secret may then end
@@ -167,11 +236,33 @@ impl fmt::Debug for Redactor {
     }
 }
 
-/// Control characters as spaces: an error message stays one line.
+/// `text` on one line, as a log line must be: control characters escaped
+/// (`\n`, `\r`, `\t`, else `\u{1b}`), and so are the invisible format
+/// characters that reorder or hide text in a terminal (bidirectional
+/// overrides and isolates, zero-width characters, line and paragraph
+/// separators), so an error body can neither forge a log line nor disguise
+/// one.
 fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters [`one_line`] escapes besides `\n`, `\r` and `\t`.
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
 }
 
 /// Marks each byte of `hay` inside an occurrence of any needle (occurrences
@@ -213,6 +304,131 @@ fn replace(hay: &[u8], covered: &[bool]) -> Vec<u8> {
         in_run = hidden;
     }
     out
+}
+
+/// Every form of one secret an echo may take (see the module docs).
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut bases: Vec<Vec<u8>> = vec![secret.to_vec(), secret.trim_ascii().to_vec()];
+    if let Some(decoded) = percent_decoded(secret) {
+        bases.push(decoded.trim_ascii().to_vec());
+        bases.push(decoded);
+    }
+    bases.retain(|b| !b.is_empty());
+    bases.dedup();
+    let mut out = Vec::new();
+    for base in bases {
+        let text = String::from_utf8_lossy(&base).into_owned();
+        for (keep, upper, plus) in [
+            ("", true, false),
+            ("", false, false),
+            ("/", true, false),
+            ("", true, true),
+        ] {
+            out.push(percent_encoded(&base, keep, upper, plus));
+        }
+        out.push(json_escaped(&text, false).into_bytes());
+        out.push(json_escaped(&text, true).into_bytes());
+        // A server that writes control characters as spaces.
+        if text.chars().any(char::is_control) {
+            let spaced: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push(spaced.into_bytes());
+        }
+        if text.as_bytes() != base.as_slice() {
+            out.push(text.into_bytes());
+        }
+        out.push(base);
+    }
+    out
+}
+
+/// The credentials of a `Basic` authorization value (RFC 7617 §2), as
+/// base64 and decoded, when it is one and its base64 decodes.
+fn basic_credentials(value: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    let value = value.trim_ascii();
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let encoded = value[6..].trim_ascii();
+    let decoded = base64_decoded(encoded).filter(|d| !d.is_empty())?;
+    Some((encoded, decoded))
+}
+
+/// Standard base64 (RFC 4648 §4), padding optional; `None` if it is not.
+fn base64_decoded(text: &[u8]) -> Option<Vec<u8>> {
+    let text = text
+        .strip_suffix(b"==")
+        .or(text.strip_suffix(b"="))
+        .unwrap_or(text);
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// `bytes` percent-encoded: every byte but RFC 3986's unreserved characters
+/// and those of `keep` as `%XX`, and with `plus` a space as `+` (HTML
+/// forms).
+fn percent_encoded(bytes: &[u8], keep: &str, upper: bool, plus: bool) -> Vec<u8> {
+    let hex: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = Vec::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+            out.push(b);
+        } else if plus && b == b' ' {
+            out.push(b'+');
+        } else {
+            out.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
+        }
+    }
+    out
+}
+
+/// `bytes` with each `%XX` decoded, when it holds one.
+fn percent_decoded(bytes: &[u8]) -> Option<Vec<u8>> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut any = false;
+    while i < bytes.len() {
+        let pair = bytes
+            .get(i + 1..i + 3)
+            .and_then(|p| Some((digit(p[0])?, digit(p[1])?)));
+        match (bytes[i], pair) {
+            (b'%', Some((hi, lo))) => {
+                out.push((hi * 16 + lo) as u8);
+                any = true;
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    any.then_some(out)
 }
 
 /// `s` as it appears between the quotes of a JSON string: `"`, `\` and
@@ -305,6 +521,56 @@ mod tests {
     fn overlapping_secrets_leave_nothing_of_either() {
         let r = redactor(&["xyz123", "123abc"]);
         assert_eq!(r.snippet(b"<xyz123abc>", false), "<[redacted]>");
+    }
+
+    #[test]
+    fn basic_credentials_are_secret_decoded_and_encoded() {
+        // `ops:p@ss wörd`, as `Proxy-Authorization: Basic` carries it.
+        let r = redactor(&["Basic b3BzOnBAc3Mgd8O2cmQ="]);
+        for echo in [
+            "Basic b3BzOnBAc3Mgd8O2cmQ=",
+            "b3BzOnBAc3Mgd8O2cmQ=",
+            "ops:p@ss wörd",
+            "p@ss wörd",
+            "p%40ss%20w%C3%B6rd",
+            "p%40ss%20w%c3%b6rd",
+            "p%40ss+w%C3%B6rd",
+            "p@ss w\\u00f6rd",
+        ] {
+            let shown = r.snippet(format!("user {echo}!").as_bytes(), false);
+            assert_eq!(shown, "user [redacted]!", "{echo}");
+        }
+        // Not Basic, or not base64: the value alone.
+        assert_eq!(basic_credentials(b"Bearer b3BzOnB3"), None);
+        assert_eq!(basic_credentials(b"Basic not*base64"), None);
+        assert_eq!(base64_decoded(b"b3BzOnB3").unwrap(), b"ops:pw");
+    }
+
+    #[test]
+    fn percent_forms_both_ways() {
+        let r = redactor(&["a/b c%2Fd"]);
+        for echo in [
+            "a%2Fb%20c%252Fd",
+            "a/b%20c%252Fd",
+            "a/b c/d",
+            "a%2fb%20c%252Fd",
+        ] {
+            let shown = r.snippet(format!("<{echo}>").as_bytes(), false);
+            assert_eq!(shown, "<[redacted]>", "{echo}");
+        }
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        let r = redactor(&[]);
+        let shown = r.snippet(
+            "a\nINFO forged\r\x1b[31mred\u{202e}txt\u{200b}\u{2028}".as_bytes(),
+            false,
+        );
+        assert_eq!(
+            shown,
+            "a\\nINFO forged\\r\\u{1b}[31mred\\u{202e}txt\\u{200b}\\u{2028}"
+        );
     }
 
     #[test]

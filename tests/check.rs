@@ -128,7 +128,8 @@ async fn status_errors_carry_code_snippet_and_retryability() {
         assert_eq!(err.is_retryable(), retryable, "{code}");
         let snippet = err.body_snippet().unwrap();
         assert!(
-            snippet.starts_with(&format!("failure {code} x")),
+            // On one line: the newline escaped.
+            snippet.starts_with(&format!("failure {code}\\nx")),
             "{snippet}"
         );
         assert_eq!(snippet.chars().count(), 256);

@@ -71,7 +71,9 @@ async fn every_variable_reaches_the_client() {
 
 #[test]
 fn each_invalid_value_is_a_config_error_naming_its_variable() {
-    for (name, value) in [
+    // Each case: the variables set, and the one the error must name.
+    #[cfg_attr(not(feature = "rustls"), allow(unused_mut))]
+    let mut cases: Vec<(Vec<(&str, String)>, &str)> = [
         ("COORDINATOR_URL", "ftp://u:s3cret@host"),
         ("COORDINATOR_URL", "not a url"),
         ("COORDINATOR_TOKEN", "s3cret\nline"),
@@ -81,13 +83,61 @@ fn each_invalid_value_is_a_config_error_naming_its_variable() {
         ("COORDINATOR_ATTEMPT_TIMEOUT", "10"),
         ("COORDINATOR_TOTAL_TIMEOUT", "0s"),
         ("COORDINATOR_CONNECT_TIMEOUT", "1.5s"),
+        // Valid as a duration, refused by the builder: named all the same.
+        ("COORDINATOR_CONNECT_TIMEOUT", "48h"),
         ("COORDINATOR_CONCURRENCY_LIMIT", "-1"),
         ("COORDINATOR_HTTP2", "maybe"),
         ("COORDINATOR_CA_FILE", "/nonexistent/ca.pem"),
         ("COORDINATOR_CLIENT_CERT_FILE", "/nonexistent/tls.crt"),
-    ] {
-        let err = from(&[(name, value)]).unwrap_err();
-        assert!(err.is_config(), "{name}={value:?}: {err:?}");
+    ]
+    .into_iter()
+    .map(|(name, value)| (vec![(name, value.to_owned())], name))
+    .collect();
+    #[cfg(feature = "rustls")]
+    let _files = {
+        // Files that exist but are not what the variable needs.
+        let agent = net::Ca::new().leaf(&["agent-7"]);
+        let other = net::Ca::new().leaf(&["agent-8"]);
+        let files = TempFiles::new(&[
+            ("not.pem", "s3cret, not PEM"),
+            ("tls.crt", &agent.cert_pem),
+            ("tls.key", &agent.key_pem),
+            ("other.key", &other.key_pem),
+        ]);
+        let (junk, cert, key, other_key) = (
+            files.path("not.pem"),
+            files.path("tls.crt"),
+            files.path("tls.key"),
+            files.path("other.key"),
+        );
+        let pair = |cert: &str, key: &str| {
+            vec![
+                ("COORDINATOR_CLIENT_CERT_FILE", cert.to_owned()),
+                ("COORDINATOR_CLIENT_KEY_FILE", key.to_owned()),
+            ]
+        };
+        cases.extend([
+            (
+                vec![("COORDINATOR_CA_FILE", junk.clone())],
+                "COORDINATOR_CA_FILE",
+            ),
+            // A key where the CA should be: no CERTIFICATE block.
+            (
+                vec![("COORDINATOR_CA_FILE", key.clone())],
+                "COORDINATOR_CA_FILE",
+            ),
+            (pair(&cert, &junk), "COORDINATOR_CLIENT_KEY_FILE"),
+            (pair(&junk, &key), "COORDINATOR_CLIENT_CERT_FILE"),
+            (pair(&key, &key), "COORDINATOR_CLIENT_CERT_FILE"),
+            (pair(&cert, &other_key), "COORDINATOR_CLIENT_KEY_FILE"),
+        ]);
+        files
+    };
+    for (vars, name) in cases {
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        // Refused by `from_vars`, or at the latest by `build()`.
+        let err = from(&pairs).and_then(|b| b.build()).unwrap_err();
+        assert!(err.is_config(), "{vars:?}: {err:?}");
         assert!(err.to_string().contains(name), "{name}: {err}");
         assert!(
             !format!("{err} {err:?}").contains("s3cret"),
@@ -101,6 +151,36 @@ fn each_invalid_value_is_a_config_error_naming_its_variable() {
         .unwrap_err();
     assert!(err.to_string().contains("HTTPS_PROXY"), "{err}");
     assert!(!format!("{err:?}").contains("s3cret"));
+}
+
+/// Files in a fresh directory, removed on drop.
+#[cfg(feature = "rustls")]
+struct TempFiles(std::path::PathBuf);
+
+#[cfg(feature = "rustls")]
+impl TempFiles {
+    fn new(files: &[(&str, &str)]) -> TempFiles {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("tower-quality-gate-env-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        TempFiles(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -160,17 +240,15 @@ async fn tls_files_configure_a_private_ca_and_a_client_certificate() {
     ))
     .await;
     let agent = client_ca.leaf(&["agent-7"]);
-    let dir = std::env::temp_dir().join(format!("tower-quality-gate-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let write = |name: &str, pem: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path.to_string_lossy().into_owned()
-    };
+    let files = TempFiles::new(&[
+        ("ca.pem", &server_ca.pem()),
+        ("tls.crt", &agent.cert_pem),
+        ("tls.key", &agent.key_pem),
+    ]);
     let (ca, cert, key) = (
-        write("ca.pem", &server_ca.pem()),
-        write("tls.crt", &agent.cert_pem),
-        write("tls.key", &agent.key_pem),
+        files.path("ca.pem"),
+        files.path("tls.crt"),
+        files.path("tls.key"),
     );
 
     let client = from(&[
@@ -202,7 +280,6 @@ async fn tls_files_configure_a_private_ca_and_a_client_certificate() {
         err.to_string().contains("COORDINATOR_CLIENT_CERT_FILE"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(not(feature = "rustls"))]

@@ -210,3 +210,53 @@ async fn per_call_context_logs_only_the_request_id() {
         );
     }
 }
+
+/// The coordinator's own error text reaches the WARN event (operators need
+/// it) bounded by the snippet's length, on one line with control and
+/// invisible characters escaped, and redacted: a body that tries to forge
+/// a log line, recolour the terminal or hide text does neither.
+#[tokio::test(start_paused = true)]
+async fn the_coordinators_error_text_is_logged_bounded_on_one_line_and_redacted() {
+    let (captured, _guard) = Captured::start();
+    let coordinator = TestCoordinator::start().await;
+    let forged = "1999-01-01T00:00:00.000000Z  INFO forged: approved=true";
+    let body = format!(
+        "denied\n{forged}\r\x1b[2K\u{202e}hidden\u{2028}tok-SECRET-5 {}",
+        "x".repeat(5000)
+    );
+    coordinator.always(Reply::raw(500, "text/plain", body));
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .bearer_token("tok-SECRET-5")
+        .build()
+        .unwrap();
+    let err = client
+        .check(QualityRequest::new("task-79", "agent-9"))
+        .await
+        .unwrap_err();
+    let _: Response<String> = DefaultRejection.make_rejection(Verdict::Unavailable { error: err });
+
+    let logs = captured.text();
+    let warn: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("quality gate: no verdict"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{logs}");
+    let line = warn[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(r"denied\n1999-01-01T00:00:00.000000Z  INFO forged: approved=true\r\u{1b}[2K\u{202e}hidden\u{2028}[redacted] xxx"),
+        "{line}"
+    );
+    // Bounded: the 256-character snippet and the event's own fields.
+    assert!(
+        line.chars().count() < 256 + 300,
+        "{} chars: {line}",
+        line.len()
+    );
+    assert!(!logs.lines().any(|l| l.starts_with("1999-")), "{logs}");
+    for raw in ['\r', '\x1b', '\u{202e}', '\u{2028}'] {
+        assert!(!logs.contains(raw), "{raw:?} in {logs:?}");
+    }
+    assert!(!logs.contains("SECRET"), "a secret leaked:\n{logs}");
+}

@@ -13,8 +13,9 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower_quality_gate::breaker::CircuitBreakerConfig;
 use tower_quality_gate::metrics::{
-    ATTEMPT_DURATION, BREAKER_TRANSITIONS, CALLS_IN_FLIGHT, CALLS_WAITING, CALL_DURATION, ERRORS,
-    REPLICA_EJECTIONS, RETRIES, RETRIES_REFUSED, VERDICTS,
+    set_gate_labels, ATTEMPT_DURATION, BREAKER_TRANSITIONS, CALLS_IN_FLIGHT, CALLS_WAITING,
+    CALL_DURATION, DEFAULT_GATE_LABELS, ERRORS, REPLICA_EJECTIONS, RETRIES, RETRIES_REFUSED,
+    VERDICTS,
 };
 use tower_quality_gate::retry::{Jitter, JitteredBackoff};
 use tower_quality_gate::testing::{Reply, TestCoordinator};
@@ -139,14 +140,15 @@ async fn a_scripted_run_is_counted() {
         m.counter(VERDICTS, &[("gate", "lint"), ("approved", "false")]),
         1
     );
-    // One retry, of a status error; one refusal, for the deadline.
+    // One retry, of a 503 (labelled as the attempt histogram labels it);
+    // one refusal, for the deadline.
     assert_eq!(m.counter(RETRIES, &[]), 1);
-    assert_eq!(m.counter(RETRIES, &[("error.type", "status")]), 1);
+    assert_eq!(m.counter(RETRIES, &[("error.type", "503")]), 1);
     assert_eq!(m.counter(RETRIES_REFUSED, &[]), 1);
     assert_eq!(m.counter(RETRIES_REFUSED, &[("reason", "deadline")]), 1);
-    // One error, by kind.
+    // One error, by its status.
     assert_eq!(m.counter(ERRORS, &[]), 1);
-    assert_eq!(m.counter(ERRORS, &[("error.type", "status")]), 1);
+    assert_eq!(m.counter(ERRORS, &[("error.type", "503")]), 1);
 
     // Calls: three durations, by outcome; the first took the 100 ms backoff.
     let approved = m.samples(CALL_DURATION, &[("outcome", "approved")]);
@@ -159,7 +161,7 @@ async fn a_scripted_run_is_counted() {
     assert_eq!(
         m.samples(
             CALL_DURATION,
-            &[("outcome", "error"), ("error.type", "status")]
+            &[("outcome", "error"), ("error.type", "503")]
         )
         .len(),
         1
@@ -340,4 +342,186 @@ fn unused_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `gate` is an allowlist: a coordinator answering hundreds of gate names
+/// adds one `other` series, and the label set does not depend on the
+/// order names were seen in (every process of a fleet reports the same).
+#[tokio::test(start_paused = true)]
+async fn gate_labels_are_an_allowlist() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    // The defaults stay listed: other tests of this binary use them.
+    let mut gates: Vec<&str> = DEFAULT_GATE_LABELS.to_vec();
+    gates.push("security");
+    set_gate_labels(gates);
+
+    let coordinator = TestCoordinator::start().await;
+    let client = client(&coordinator);
+    let names: Vec<String> = (0..300)
+        .map(|n| match n % 3 {
+            0 => "security".to_owned(),
+            1 => format!("gate-{n}"),
+            _ => "Security".to_owned(), // compared exactly
+        })
+        .collect();
+    for (n, name) in names.iter().enumerate() {
+        coordinator.push(Reply::reject(name, "no"));
+        let verdict = client
+            .check(QualityRequest::new(format!("task-{n}"), "agent-1"))
+            .await
+            .unwrap();
+        assert_eq!(verdict.gate, *name);
+    }
+
+    let m = Metrics::take(&snapshotter);
+    let mut shown: Vec<String> = m
+        .label_sets(VERDICTS)
+        .into_iter()
+        .flat_map(|labels| labels.into_iter().filter(|(k, _)| k == "gate"))
+        .map(|(_, v)| v)
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["other", "security"]);
+    assert_eq!(m.counter(VERDICTS, &[("gate", "security")]), 100);
+    assert_eq!(m.counter(VERDICTS, &[("gate", "other")]), 200);
+}
+
+/// Retries are labelled as the attempt histogram labels attempts: a 429
+/// retry and a 503 retry are told apart.
+#[tokio::test(start_paused = true)]
+async fn retries_of_429_and_503_are_told_apart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let coordinator = TestCoordinator::start().await;
+    let client = client(&coordinator);
+    for status in [429, 503, 503] {
+        coordinator.push(Reply::status(status));
+        coordinator.push(Reply::approve());
+        let verdict = client.check(QualityRequest::new("t", "a")).await.unwrap();
+        assert!(verdict.approved);
+    }
+    let m = Metrics::take(&snapshotter);
+    assert_eq!(m.counter(RETRIES, &[("error.type", "429")]), 1);
+    assert_eq!(m.counter(RETRIES, &[("error.type", "503")]), 2);
+    for status in ["429", "503"] {
+        let attempts = m.samples(ATTEMPT_DURATION, &[("error.type", status)]).len();
+        let retries = m.counter(RETRIES, &[("error.type", status)]) as usize;
+        assert_eq!(attempts, retries, "{status}");
+    }
+}
+
+/// Under `discover_replicas` the `replica` label is the base URL's
+/// `host:port`, however many addresses replicas come and go at: dead
+/// replicas at two different addresses are ejected under one label.
+#[tokio::test(start_paused = true)]
+async fn discovered_replicas_have_one_stable_label() {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let live = TestCoordinator::start().await;
+    let dead = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let set = Arc::new(Mutex::new(vec![live.addr(), dead(unused_port())]));
+    let answer = set.clone();
+    let client = QualityClient::builder("http://coordinator.test:8000")
+        .discover_replicas(
+            move |_: &str| {
+                let addrs = answer.lock().unwrap().clone();
+                async move { Ok::<_, std::io::Error>(addrs) }
+            },
+            Duration::from_secs(30),
+        )
+        .replica_ejection(
+            CircuitBreakerConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(600)),
+        )
+        .build()
+        .unwrap();
+    let run = |from: usize| {
+        let client = client.clone();
+        async move {
+            for n in from..from + 20 {
+                let verdict = client
+                    .check(QualityRequest::new(format!("task-{n}"), "agent-1"))
+                    .await;
+                assert!(verdict.unwrap().approved);
+            }
+        }
+    };
+    run(0).await;
+    // The dead replica is replaced by another dead one, elsewhere.
+    *set.lock().unwrap() = vec![live.addr(), dead(unused_port())];
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    run(20).await;
+
+    let m = Metrics::take(&snapshotter);
+    let label = "coordinator.test:8000";
+    assert_eq!(m.counter(REPLICA_EJECTIONS, &[]), 2);
+    assert_eq!(m.counter(REPLICA_EJECTIONS, &[("replica", label)]), 2);
+    for labels in m.label_sets(BREAKER_TRANSITIONS) {
+        assert!(
+            labels.contains(&("replica".into(), label.into())),
+            "{labels:?}"
+        );
+    }
+}
+
+/// What a Prometheus scrape shows with recommended naming: the names of
+/// the table in the `metrics` module's docs.
+#[tokio::test(start_paused = true)]
+async fn a_prometheus_scrape_shows_units_and_totals() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tower_quality_gate::metrics::{describe, DURATION_BUCKETS};
+
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)
+        .unwrap()
+        .with_recommended_naming(true)
+        .build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    describe();
+
+    let coordinator = TestCoordinator::start().await;
+    let client = client(&coordinator);
+    coordinator.push(Reply::status(503));
+    coordinator.push(Reply::reject("lint", "2 warnings"));
+    client.check(QualityRequest::new("t", "a")).await.unwrap();
+    coordinator.push(Reply::status(400));
+    client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err();
+
+    handle.run_upkeep();
+    let text = handle.render();
+    for line in [
+        "# TYPE http_client_request_duration_seconds histogram",
+        "# TYPE quality_gate_call_duration_seconds histogram",
+        "# TYPE quality_gate_verdicts_total counter",
+        "# TYPE quality_gate_errors_total counter",
+        "# TYPE quality_gate_retries_total counter",
+        "# TYPE quality_gate_calls_in_flight gauge",
+        "quality_gate_verdicts_total{gate=\"lint\",approved=\"false\"} 1",
+        "quality_gate_retries_total{error_type=\"503\"} 1",
+        "quality_gate_errors_total{error_type=\"400\"} 1",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("http_client_request_duration_seconds_bucket{")
+                && l.contains("http_response_status_code=\"503\"")
+                && l.contains("error_type=\"503\"")
+        ),
+        "{text}"
+    );
 }

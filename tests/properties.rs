@@ -4,35 +4,124 @@
 //! parts (the redactor, the `Retry-After` parser) have their own properties
 //! next to the code.
 
+mod net;
+
 use std::time::Duration;
 
 use http::StatusCode;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_quality_gate::breaker::CircuitBreakerConfig;
 use tower_quality_gate::retry::{Jitter, JitteredBackoff, RetryBackoff};
 use tower_quality_gate::testing::{Reply, TestCoordinator};
-use tower_quality_gate::{Error, QualityCheck, QualityClient, QualityRequest};
+use tower_quality_gate::{Error, Proxy, QualityCheck, QualityClient, QualityRequest};
+
+use net::{ProxyMode, TestProxy};
 
 /// Header-valid secrets of at least 9 characters, without `[` or `]` (so no
 /// secret can be read across or inside `[redacted]`): tabs, quotes,
 /// backslashes and unicode included.
 fn secret() -> impl Strategy<Value = String> {
-    r#"[A-Za-z0-9\t "\\/+=~.:;,é☃日_-]{9,40}"#
+    r#"[A-Za-z0-9\t "\\/+=~.:;,%é☃日_-]{9,40}"#
 }
 
-/// The secret as a coordinator may echo it: as sent, as the header reached
-/// it (trimmed), or inside a JSON string.
+/// How many forms [`echoed`] knows.
+const FORMS: u8 = 9;
+
+/// The secret as a server may echo it: as sent, as the header reached it
+/// (trimmed), inside a JSON string (escaped as serde_json and as Python's
+/// `json.dumps` do), percent-encoded (upper- and lower-case hex, `/` kept,
+/// as a form) or percent-decoded.
 fn echoed(secret: &str, form: u8) -> Vec<u8> {
     match form {
         0 => secret.as_bytes().to_vec(),
         1 => secret.trim().as_bytes().to_vec(),
-        _ => {
+        2 => {
+            // Between the quotes (an escaped quote may end it).
             let json = serde_json::to_string(secret).unwrap();
-            json.trim_matches('"').as_bytes().to_vec()
+            json.as_bytes()[1..json.len() - 1].to_vec()
+        }
+        3 => secret
+            .chars()
+            .map(|c| match c {
+                '"' => "\\\"".to_owned(),
+                '\\' => "\\\\".to_owned(),
+                '\t' => "\\t".to_owned(),
+                c if c.is_ascii() => c.to_string(),
+                c => c
+                    .encode_utf16(&mut [0; 2])
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect(),
+            })
+            .collect::<String>()
+            .into_bytes(),
+        4 => percent(secret.as_bytes(), "", true),
+        5 => percent(secret.as_bytes(), "", false),
+        6 => percent(secret.as_bytes(), "/", true),
+        7 => String::from_utf8(percent(secret.as_bytes(), "", true))
+            .unwrap()
+            .replace("%20", "+")
+            .into_bytes(),
+        _ => percent_decoded(secret.as_bytes()),
+    }
+}
+
+/// `bytes` with all but RFC 3986's unreserved characters and `keep` as
+/// `%XX`, in upper- or lower-case hex.
+fn percent(bytes: &[u8], keep: &str, upper: bool) -> Vec<u8> {
+    let mut out = String::new();
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+            out.push(b as char);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
         }
     }
+    out.into_bytes()
+}
+
+/// `bytes` with each `%XX` decoded.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) if bytes[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A part of `secret` that `text` shows, if any: the secret whole when
+/// shorter than 8 characters, else any 8 characters of it in a row, as
+/// sent or as one line (control characters as spaces).
+fn shown_part(text: &str, secret: &str) -> Option<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    let width = chars.len().min(8);
+    chars.windows(width.max(1)).find_map(|w| {
+        let part: String = w.iter().collect();
+        let one_line: String = w
+            .iter()
+            .map(|&c| if c.is_control() { ' ' } else { c })
+            .collect();
+        (text.contains(&part) || text.contains(&one_line)).then_some(part)
+    })
 }
 
 /// What comes before the echoed secret: any bytes, often just short of the
@@ -56,6 +145,30 @@ fn error_texts(err: &Error) -> Vec<String> {
         source = e.source();
     }
     texts
+}
+
+/// Fails the case when a text of `err` shows a part of `secret` (see
+/// [`shown_part`]).
+fn refute_shown(err: &Error, secret: &str) -> Result<(), TestCaseError> {
+    for text in error_texts(err) {
+        if let Some(part) = shown_part(&text, secret) {
+            return Err(TestCaseError::fail(format!(
+                "{part:?} of {secret:?} leaked in {text:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A runtime, a coordinator on it, and a client of one attempt per call.
+fn one_attempt_client() -> (tokio::runtime::Runtime, TestCoordinator, QualityClient) {
+    let rt = runtime();
+    let coordinator = rt.block_on(TestCoordinator::start());
+    let client = QualityClient::builder(coordinator.url())
+        .attempts(1)
+        .build()
+        .unwrap();
+    (rt, coordinator, client)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -90,10 +203,8 @@ fn assert_no_error_shows_the_secret<S: Strategy>(
             let err = rt
                 .block_on(check.oneshot(QualityRequest::new("t", "a")))
                 .unwrap_err();
-            for text in error_texts(&err) {
-                for shown in [secret.as_str(), secret.trim()] {
-                    prop_assert!(!text.contains(shown), "{:?} shows {:?}", text, shown);
-                }
+            for form in 0..FORMS {
+                refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))?;
             }
             Ok(())
         })
@@ -110,10 +221,10 @@ fn no_error_text_shows_a_secret_echoed_in_an_error_body() {
         secret(),
         prefix(),
         "[a-z ]{0,64}",
-        0u8..3,
+        0..FORMS,
         prop_oneof![Just(400u16), Just(429), Just(500), Just(503)],
     );
-    assert_no_error_shows_the_secret(24, strategy, |(secret, prefix, suffix, form, status)| {
+    assert_no_error_shows_the_secret(48, strategy, |(secret, prefix, suffix, form, status)| {
         let mut body = prefix.clone();
         body.extend(echoed(secret, *form));
         body.extend(suffix.as_bytes());
@@ -401,17 +512,12 @@ async fn a_backoff_of_duration_max_fails_fast() {
 /// error body that echoes it, like a configured one, through the client.
 #[test]
 fn no_error_text_shows_a_per_call_secret_header() {
-    let rt = runtime();
-    let coordinator = rt.block_on(TestCoordinator::start());
-    let client = QualityClient::builder(coordinator.url())
-        .attempts(1)
-        .build()
-        .unwrap();
+    let (rt, coordinator, client) = one_attempt_client();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
     let strategy = (
         secret(),
         prefix(),
-        0u8..3,
+        0..FORMS,
         prop_oneof![Just("authorization"), Just("x-session-token")],
     );
     runner
@@ -426,13 +532,106 @@ fn no_error_text_shows_a_per_call_secret_header() {
             let req =
                 QualityRequest::new("t", "a").header(http::HeaderName::from_static(name), value);
             let err = rt.block_on(client.check(req)).unwrap_err();
-            for text in error_texts(&err) {
-                prop_assert!(
-                    !text.contains(secret.trim()),
-                    "{name}: {secret:?} leaked in {text:?}"
-                );
+            refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))
+        })
+        .unwrap();
+}
+
+/// A per-call secret header whose value is not UTF-8 (any visible bytes
+/// and obs-text) is a secret all the same: echoed as sent or as it decodes
+/// lossily, wherever the read and the snippet cut it, no error text shows
+/// it.
+#[test]
+fn no_error_text_shows_a_per_call_secret_header_that_is_not_utf8() {
+    let (rt, coordinator, client) = one_attempt_client();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let byte = prop_oneof![0x21u8..0x7f, 0x80u8..=0xff];
+    let strategy = (
+        proptest::collection::vec(byte, 9..40),
+        "[a-z ]{0,1100}",
+        any::<bool>(),
+    );
+    runner
+        .run(&strategy, |(secret, prefix, lossy)| {
+            let value = http::HeaderValue::from_bytes(&secret).unwrap();
+            let decoded = String::from_utf8_lossy(&secret).into_owned();
+            let mut body = prefix.into_bytes();
+            body.extend(if lossy {
+                decoded.as_bytes()
+            } else {
+                &secret[..]
+            });
+            coordinator.push(Reply::raw(500, "text/plain", body));
+            let req = QualityRequest::new("t", "a")
+                .header(http::HeaderName::from_static("x-session-token"), value);
+            let err = rt.block_on(client.check(req)).unwrap_err();
+            refute_shown(&err, &decoded)
+        })
+        .unwrap();
+}
+
+/// A forward proxy's `407` body that echoes the client's proxy credentials
+/// (`user:password` from the proxy URL, sent as `Proxy-Authorization:
+/// Basic`): the base64 text, the `Basic` value, `user:password` or the
+/// password alone, in every form, anywhere in the body: no error text
+/// shows any of them.
+#[test]
+fn no_error_text_shows_proxy_credentials_echoed_in_a_407() {
+    let rt = runtime();
+    let coordinator = rt.block_on(TestCoordinator::start());
+    let proxy = rt.block_on(TestProxy::start(ProxyMode::RefuseAuth));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(32));
+    let strategy = (
+        "[a-z]{3,8}",
+        r#"[A-Za-z0-9 "\\/+=~.:;,%@é☃日_-]{9,30}"#,
+        prefix(),
+        0..FORMS,
+        0u8..4,
+    );
+    runner
+        .run(&strategy, |(user, password, prefix, form, which)| {
+            let url = format!(
+                "http://{user}:{}@127.0.0.1:{}",
+                String::from_utf8(percent(password.as_bytes(), "", true)).unwrap(),
+                proxy.port
+            );
+            let client = QualityClient::builder(coordinator.url())
+                .attempts(1)
+                .http(|c| c.proxy(Proxy::url(url)))
+                .build()
+                .unwrap();
+            // What the proxy received, to echo: the first call's header.
+            proxy.set_refusal_body(Vec::new());
+            let err = rt
+                .block_on(client.check(QualityRequest::new("t", "a")))
+                .unwrap_err();
+            prop_assert_eq!(err.status().map(|s| s.as_u16()), Some(407));
+            let basic = proxy
+                .records()
+                .last()
+                .unwrap()
+                .authorization
+                .clone()
+                .unwrap();
+            let user_password = format!("{user}:{password}");
+            let secret = match which {
+                0 => basic.clone(),
+                1 => basic.trim_start_matches("Basic ").to_owned(),
+                2 => user_password.clone(),
+                _ => password.clone(),
+            };
+            let mut body = prefix.clone();
+            body.extend(echoed(&secret, form));
+            body.extend_from_slice(b" tail");
+            proxy.set_refusal_body(body);
+            let err = rt
+                .block_on(client.check(QualityRequest::new("t", "a")))
+                .unwrap_err();
+            prop_assert_eq!(err.status().map(|s| s.as_u16()), Some(407));
+            for shown in [&basic, &user_password, &password] {
+                refute_shown(&err, shown)?;
             }
-            Ok(())
+            refute_shown(&err, &String::from_utf8_lossy(&echoed(&secret, form)))
         })
         .unwrap();
 }

@@ -139,6 +139,47 @@ async fn a_proxy_that_is_down_is_a_connect_error() {
 }
 
 #[tokio::test]
+async fn no_proxy_star_exempts_an_ip_literal_coordinator() {
+    let coordinator = TestCoordinator::start().await;
+    let proxy = TestProxy::start(ProxyMode::Serve).await;
+    for list in ["*", " * ", "other.example, *"] {
+        let client = QualityClient::builder(coordinator.url())
+            .http(|c| c.proxy(Proxy::url(proxy.url(Some("ops:s3cret"))).no_proxy(list)))
+            .build()
+            .unwrap();
+        client.check(QualityRequest::new("t", "a")).await.unwrap();
+    }
+    assert!(proxy.records().is_empty(), "{:?}", proxy.records());
+    assert_eq!(coordinator.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_proxy_url_with_surrounding_whitespace_is_used_trimmed() {
+    let coordinator = TestCoordinator::start().await;
+    let proxy = TestProxy::start(ProxyMode::Serve).await;
+    let named = format!("http://coordinator.test:{}", coordinator.addr().port());
+    // As a Kubernetes secret mounted into the environment leaves it.
+    for padded in [
+        format!("{}\n", proxy.url(Some("ops:s3cret"))),
+        format!(" {}\r\n", proxy.url(Some("ops:s3cret"))),
+    ] {
+        let client = QualityClient::builder(named.clone())
+            .attempts(1)
+            .http(|c| c.proxy(Proxy::from_vars(vars(&[("HTTP_PROXY", padded)]))))
+            .build()
+            .unwrap();
+        // Only the proxy resolves `coordinator.test`: a direct call fails.
+        client.check(QualityRequest::new("t", "a")).await.unwrap();
+    }
+    let records = proxy.records();
+    assert_eq!(records.len(), 2);
+    for record in records {
+        assert_eq!(record.authorization.as_deref(), Some(BASIC_OPS));
+    }
+    assert_eq!(coordinator.hits(), 2);
+}
+
+#[tokio::test]
 async fn bad_proxy_urls_are_config_errors_naming_the_variable() {
     for (name, url) in [
         ("HTTPS_PROXY", "socks5://ops:s3cret@proxy:1080"),

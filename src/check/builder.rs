@@ -294,6 +294,7 @@ impl QualityCheckBuilder {
         if let Some(auth) = auth {
             config.headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
+        connector::refuse_proxied_replicas(&self.resolver, proxy.as_ref(), &check_uri)?;
         let https = config.base.scheme_str() == Some("https");
         let http = connector::connector(
             self.connect_timeout,
@@ -512,6 +513,17 @@ impl QualityCheckBuilder {
     /// means the system resolver (the default). Set by replica discovery.
     pub(crate) fn pin_addresses(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
         self.resolver = Resolver::pinned(addrs);
+        self
+    }
+
+    /// Connects to what `resolve` answers for `name` (`host:port`), as the
+    /// discovered replicas do: for the client's health checks.
+    pub(crate) fn resolve_with(
+        mut self,
+        resolve: Arc<dyn crate::discover::Resolve>,
+        name: String,
+    ) -> Self {
+        self.resolver = Resolver::discovery(resolve, name);
         self
     }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::proxy::Matcher;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
@@ -54,7 +54,8 @@ pub(crate) fn connector(
     resolver: Resolver,
 ) -> Result<Connector, Error> {
     let route = Route {
-        http: tcp(connect_timeout, resolver),
+        resolver,
+        connect_timeout,
         // The proxy is reached by its own name, never at addresses pinned
         // for a discovered replica.
         to_proxy: tcp(connect_timeout, Resolver::default()),
@@ -68,6 +69,24 @@ pub(crate) fn connector(
         inner: route,
         timeout: connect_timeout,
     })
+}
+
+/// Refuses a coordinator reached at resolved or pinned addresses (a
+/// discovered replica) through a proxy: the proxy would be asked for the
+/// host name, so every replica would silently be the one the proxy picks.
+pub(crate) fn refuse_proxied_replicas(
+    resolver: &Resolver,
+    proxy: Option<&Matcher>,
+    uri: &Uri,
+) -> Result<(), Error> {
+    let proxied = proxy.is_some_and(|m| m.intercept(uri).is_some());
+    if proxied && !resolver.is_system() {
+        return Err(Error::config(format!(
+            "discovered replicas are reached at their own addresses, but the proxy would be asked for {}: list the host in NO_PROXY",
+            uri.host().unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 // ===== Timed =====
@@ -131,7 +150,10 @@ where
 /// forward proxy (`http`), or a `CONNECT` tunnel through the proxy (`https`).
 #[derive(Clone)]
 pub(crate) struct Route {
-    http: HttpConnector<Resolver>,
+    /// How the coordinator's host is resolved; a connector is made per
+    /// connection, for the destination's port (see [`Resolver::for_destination`]).
+    resolver: Resolver,
+    connect_timeout: Option<Duration>,
     to_proxy: HttpConnector<Resolver>,
     proxy: Option<Arc<Matcher>>,
 }
@@ -150,19 +172,24 @@ impl Service<Uri> for Route {
     type Error = BoxError;
     type Future = Connecting<Conn>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // `HttpConnector` is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
-        let mut http = match intercept {
-            Some(_) => self.to_proxy.clone(),
-            None => self.http.clone(),
+        let direct = match intercept {
+            Some(_) => None,
+            None => Some(self.resolver.for_destination(&dst)),
         };
+        let mut http = self.to_proxy.clone();
+        let connect_timeout = self.connect_timeout;
         Box::pin(async move {
             let Some(proxy) = intercept else {
-                return Ok(Conn::new(http.call(dst).await?, false));
+                let (resolver, dst) = direct.unwrap_or_else(|| (Resolver::default(), dst));
+                let io = tcp(connect_timeout, resolver).call(dst).await?;
+                return Ok(Conn::new(io, false));
             };
             if proxy.uri().scheme_str() != Some("http") {
                 return Err("only http:// proxies are supported".into());

@@ -20,6 +20,12 @@ impl QualityCheck {
     /// Sends the same credentials and headers as a check. Never retried: a
     /// readiness probe wants the state now.
     ///
+    /// A [`QualityClient`](crate::QualityClient) built with
+    /// [`discover_replicas`](crate::ClientBuilder::discover_replicas) asks
+    /// the discovered replicas, not the base URL's host: the name is
+    /// resolved by the discovery's resolver, and the first replica (in its
+    /// order) that accepts a connection answers.
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_quality_gate::Error> {
     /// let check = tower_quality_gate::QualityCheck::new("http://127.0.0.1:8000")?;

@@ -420,7 +420,7 @@ impl ClientBuilder {
         let target = self.target_service()?;
         let check = match &target {
             Either::Left(check) => check.clone(),
-            Either::Right(_) => self.check_service()?,
+            Either::Right(_) => self.health_check()?,
         };
         let breaker = self.circuit_breaker_layer();
         let stack = ServiceBuilder::new()

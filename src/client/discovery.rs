@@ -252,7 +252,7 @@ impl ClientBuilder {
                         name.clone(),
                         *interval,
                         move |addr: SocketAddr, now: &ResolveNow| {
-                            let label = format!("{name} ({addr})");
+                            let label = crate::metrics::replica_label(&name, addr);
                             let check = match template.clone().pin_addresses(vec![addr]).build() {
                                 Ok(check) => check,
                                 Err(error) => {
@@ -288,6 +288,21 @@ impl ClientBuilder {
             }
         };
         Ok(Some(target))
+    }
+
+    /// The service `health()` asks: under `discover_replicas`, one that
+    /// connects where the discovery's resolver points (its first replica
+    /// that accepts a connection), not to the base URL's host resolved by
+    /// the system.
+    pub(super) fn health_check(&self) -> Result<crate::QualityCheck, Error> {
+        match &self.discovery {
+            Some(Discovered::Resolver { resolver, .. }) => self
+                .check
+                .clone()
+                .resolve_with(resolver.clone(), self.resolved_name()?)
+                .build(),
+            _ => self.check_service(),
+        }
     }
 
     /// `host:port` of the base URL, for the resolver.

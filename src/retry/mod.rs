@@ -134,6 +134,7 @@ struct Failure {
     retryable: bool,
     retry_after: Option<Duration>,
     kind: &'static str,
+    status: Option<http::StatusCode>,
     unprocessed: bool,
 }
 
@@ -143,6 +144,7 @@ impl Failure {
             retryable: err.is_retryable(),
             retry_after: err.retry_after_at(SystemTime::now()),
             kind: err.kind().as_str(),
+            status: err.status(),
             unprocessed: err.is_unprocessed(),
         }
     }
@@ -155,6 +157,7 @@ impl Failure {
                 retryable: true,
                 retry_after: None,
                 kind: "timeout",
+                status: None,
                 unprocessed: false,
             }
         } else {
@@ -162,6 +165,7 @@ impl Failure {
                 retryable: false,
                 retry_after: None,
                 kind: "other",
+                status: None,
                 unprocessed: false,
             }
         }
@@ -285,7 +289,7 @@ impl RetryPolicy {
                 return None;
             }
         }
-        crate::metrics::retry_scheduled(failure.kind);
+        crate::metrics::retry_scheduled(failure.status, failure.kind);
         tracing::debug!(
             attempt,
             error.type = failure.kind,

@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 pub enum ProxyMode {
     /// Forwards requests and opens tunnels.
     Serve,
-    /// Answers `407 Proxy Authentication Required` to everything.
+    /// Answers `407 Proxy Authentication Required` to everything, with the
+    /// body set by [`TestProxy::set_refusal_body`] (empty by default).
     RefuseAuth,
     /// Reads the request head and never answers.
     Silent,
@@ -30,6 +31,7 @@ pub struct ProxyRecord {
 pub struct TestProxy {
     pub port: u16,
     records: Arc<Mutex<Vec<ProxyRecord>>>,
+    refusal: Arc<Mutex<Vec<u8>>>,
 }
 
 impl TestProxy {
@@ -37,13 +39,23 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let records = Arc::new(Mutex::new(Vec::new()));
-        let seen = records.clone();
+        let refusal = Arc::new(Mutex::new(Vec::new()));
+        let (seen, body) = (records.clone(), refusal.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(proxy_connection(client, mode, seen.clone()));
+                tokio::spawn(proxy_connection(client, mode, seen.clone(), body.clone()));
             }
         });
-        TestProxy { port, records }
+        TestProxy {
+            port,
+            records,
+            refusal,
+        }
+    }
+
+    /// The body of each `407` answer from now on ([`ProxyMode::RefuseAuth`]).
+    pub fn set_refusal_body(&self, body: Vec<u8>) {
+        *self.refusal.lock().unwrap() = body;
     }
 
     /// `http://{credentials@}127.0.0.1:{port}`.
@@ -64,6 +76,7 @@ async fn proxy_connection(
     mut client: tokio::net::TcpStream,
     mode: ProxyMode,
     records: Arc<Mutex<Vec<ProxyRecord>>>,
+    refusal: Arc<Mutex<Vec<u8>>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -89,11 +102,26 @@ async fn proxy_connection(
     match mode {
         ProxyMode::Serve => {}
         ProxyMode::RefuseAuth => {
-            let _ = client
-                .write_all(
-                    b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n",
-                )
-                .await;
+            // The request's body first: closing on unread bytes would reset
+            // the connection under the answer.
+            let length = text
+                .split("\r\n")
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut unread = vec![0u8; length];
+            if client.read_exact(&mut unread).await.is_err() {
+                return;
+            }
+            let body = refusal.lock().unwrap().clone();
+            let mut answer = format!(
+                "HTTP/1.1 407 Proxy Authentication Required\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend(body);
+            let _ = client.write_all(&answer).await;
             return;
         }
         ProxyMode::Silent => {
