@@ -503,8 +503,7 @@ mod tests {
         ));
         for bad in [
             "",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // uppercase
@@ -543,9 +542,10 @@ mod tests {
             got.tracestate.as_ref().unwrap(),
             "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
         );
+        // 250 ms less the margin for the answer's way back.
         assert_eq!(
             got.deadline(),
-            Some(Instant::now() + Duration::from_millis(250))
+            Some(Instant::now() + Duration::from_millis(225))
         );
         assert_eq!(Propagation::none().extract(&all), Propagated::default());
 
@@ -610,8 +610,63 @@ mod tests {
         assert_eq!(applied.options().headers[TRACESTATE], "a=b");
         assert_eq!(
             applied.options().deadline,
-            Some(Instant::now() + Duration::from_secs(1))
+            Some(Instant::now() + Duration::from_millis(950)) // 1 s less 50 ms
         );
+
+        // Its own tracestate without a traceparent: the incoming parent
+        // fills the gap, its state stays.
+        let own_state = QualityRequest::new("t", "a").header(
+            HeaderName::from_static(TRACESTATE),
+            HeaderValue::from_static("own=1"),
+        );
+        let applied = Propagation::default()
+            .extract(&headers(&[("traceparent", PARENT), ("tracestate", "a=b")]))
+            .apply(own_state);
+        assert_eq!(applied.options().headers[TRACEPARENT], PARENT);
+        assert_eq!(applied.options().headers[TRACESTATE], "own=1");
+    }
+
+    #[test]
+    fn deadline_margin_is_a_tenth_up_to_50ms() {
+        assert_eq!(deadline_margin(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            deadline_margin(Duration::from_millis(20)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_millis(500)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_secs(3600)),
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn later_traceparent_versions_are_parsed_as_w3c_says() {
+        let ids = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        for (value, sent) in [
+            (format!("01-{ids}-01"), format!("00-{ids}-01")),
+            (format!("01-{ids}-01-extra"), format!("00-{ids}-01")),
+            (format!("fe-{ids}-09-x-y"), format!("00-{ids}-01")),
+            (format!("cc-{ids}-0b"), format!("00-{ids}-01")),
+            (format!("02-{ids}-08"), format!("00-{ids}-00")),
+            (format!("02-{ids}-fe-"), format!("00-{ids}-00")),
+        ] {
+            let value = HeaderValue::from_str(&value).unwrap();
+            assert_eq!(traceparent(&value).unwrap(), sent, "{value:?}");
+        }
+        for bad in [
+            format!("ff-{ids}-01"),          // ff is invalid
+            format!("01-{ids}-01x"),         // flags not followed by the end or a dash
+            format!("01-{ids}-1"),           // short
+            format!("0g-{ids}-01"),          // version not hex
+            format!("00-{ids}-01-extra"),    // version 00 has four fields
+            format!("01-{}-01", &ids[..47]), // short parent id
+        ] {
+            assert!(!is_valid_traceparent(bad.as_bytes()), "{bad:?}");
+        }
     }
 
     proptest! {
@@ -649,9 +704,12 @@ mod tests {
             let value = format!("00-{trace}-{parent}-{flags}");
             let zero = trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0');
             prop_assert_eq!(is_valid_traceparent(value.as_bytes()), !zero);
-            // Anything else of another length or shape is refused, never a panic.
+            // Anything shorter than four fields is refused, never a panic.
             let other = is_valid_traceparent(noise.as_bytes());
-            prop_assert!(!other || noise.len() == 55);
+            prop_assert!(!other || noise.len() >= 55);
+            // A later version takes the same four fields, and whatever follows a dash.
+            let later = format!("7f-{trace}-{parent}-{flags}-{noise}");
+            prop_assert_eq!(is_valid_traceparent(later.as_bytes()), !zero);
         }
     }
 }
