@@ -23,6 +23,15 @@
 //! With the `metrics` feature it also serves `GET /metrics` in Prometheus's
 //! text format (`metrics-exporter-prometheus`, with the crate's metrics).
 //!
+//! Traces, in both modes: without the `opentelemetry` feature the caller's
+//! `traceparent` is relayed to the coordinator as it came (the coordinator's
+//! span is the caller's child). With it, a `tracing-opentelemetry` layer
+//! (in-memory exporter here; OTLP in production) and the W3C propagator are
+//! installed: both routes join the caller's trace, every attempt sends its
+//! own `POST` span as the coordinator's parent, and the self-test prints
+//! the spans and checks the coordinator's parent-id is an attempt span's,
+//! not the caller's.
+//!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
 //! approves `task-approved`, rejects `task-rejected`, fails on
 //! `task-failing` and takes 3 s over `task-slow`. It then serves on
@@ -32,6 +41,7 @@
 //! ```text
 //! cargo run --example axum_orchestrator
 //! cargo run --example axum_orchestrator --features metrics
+//! cargo run --example axum_orchestrator --features opentelemetry
 //! cargo run --example axum_orchestrator -- --serve
 //! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example axum_orchestrator
 //! ```
@@ -53,6 +63,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use tower_quality_gate::gate::QualityGateLayer;
 use tower_quality_gate::propagate::Propagation;
 use tower_quality_gate::testing::{Reply, TestCoordinator};
@@ -109,7 +120,16 @@ async fn complete(
     completion: Result<Json<Completion>, JsonRejection>,
 ) -> Response {
     // Read before the body: a caller's deadline counts from its arrival.
-    let context = Propagation::default().extract(&headers);
+    // With OpenTelemetry the handler's span joins the caller's trace, and
+    // the check's attempts send their own context instead of the caller's.
+    let span = tracing::info_span!("complete");
+    #[cfg(feature = "opentelemetry")]
+    let joined = tower_quality_gate::otel::join(&span, &headers);
+    #[cfg(not(feature = "opentelemetry"))]
+    let joined = false;
+    let context = Propagation::default()
+        .trace_context(!joined)
+        .extract(&headers);
     let Json(completion) = match completion {
         Ok(completion) => completion,
         // An oversized body stays a 413; anything else malformed is a 400.
@@ -119,7 +139,12 @@ async fn complete(
         Err(rejection) => return invalid(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
     let check = completion.into_check(task_id.clone()).timeout(CHECK_BUDGET);
-    match state.client.verdict(context.apply(check)).await {
+    match state
+        .client
+        .verdict(context.apply(check))
+        .instrument(span)
+        .await
+    {
         Verdict::Approved(v) => (
             StatusCode::OK,
             Json(
@@ -231,7 +256,8 @@ type Case = (
 /// Sends the requests a user would, prints the answers, and checks the
 /// statuses: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+async fn self_test(addr: SocketAddr, coordinator: Option<&TestCoordinator>) -> Result<(), BoxError> {
+    let scripted = coordinator.is_some();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // A caller that waits 300 ms at most, and says so.
     let hurried = Some(("grpc-timeout", "300m"));
@@ -283,6 +309,14 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
         };
         if !ok {
             return Err(format!("POST {path}: expected {expected}, got {status}").into());
+        }
+    }
+    if let Some(coordinator) = coordinator {
+        for path in [
+            "/tasks/task-traced/complete",
+            "/gated/tasks/task-traced/complete",
+        ] {
+            traced_call(&client, addr, coordinator, path).await?;
         }
     }
     #[cfg(feature = "metrics")]
@@ -344,8 +378,117 @@ fn metrics_route() -> Result<Router, BoxError> {
     Ok(Router::new())
 }
 
+/// The caller's trace context in the self-test.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// Sends one completion with the caller's `traceparent`, then checks what
+/// the coordinator got: the caller's own header relayed (without
+/// OpenTelemetry), or the caller's trace with an attempt span of this
+/// orchestrator as the parent (with it).
+async fn traced_call(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    coordinator: &TestCoordinator,
+    path: &str,
+) -> Result<(), BoxError> {
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("traceparent", &caller)
+        .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))?;
+    let status = client.request(req).await?.status();
+    if status != StatusCode::OK {
+        return Err(format!("traced POST {path}: {status}").into());
+    }
+    let sent = coordinator
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.request.as_ref().is_some_and(|q| q.task_id == "task-traced"))
+        .and_then(|r| r.headers.get("traceparent").cloned())
+        .ok_or("the coordinator got no traceparent")?;
+    let sent = sent.to_str()?;
+    println!("POST {path} with traceparent {caller}\n  coordinator got traceparent {sent}");
+    #[cfg(feature = "opentelemetry")]
+    traces::check_joined(sent, CALLER_TRACE, CALLER_SPAN)?;
+    #[cfg(not(feature = "opentelemetry"))]
+    if sent != caller {
+        return Err(format!("expected the caller's traceparent relayed, got {sent}").into());
+    }
+    Ok(())
+}
+
+/// OpenTelemetry: a `tracing-opentelemetry` layer over an in-memory
+/// exporter, and the W3C propagator.
+#[cfg(feature = "opentelemetry")]
+mod traces {
+    use std::sync::OnceLock;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    use super::BoxError;
+
+    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+
+    /// Logs at WARN to stdout, spans at INFO to OpenTelemetry.
+    pub fn install() {
+        let exporter = EXPORTER.get_or_init(InMemorySpanExporter::default);
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::WARN))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("axum_orchestrator"))
+                    .with_filter(LevelFilter::INFO),
+            )
+            .init();
+    }
+
+    /// Prints the trace, and checks the coordinator's parent (`sent`) is
+    /// one of this orchestrator's attempt spans, in the caller's trace.
+    pub fn check_joined(sent: &str, trace: &str, caller: &str) -> Result<(), BoxError> {
+        let fields: Vec<&str> = sent.split('-').collect();
+        let [_, sent_trace, sent_parent, _] = fields[..] else {
+            return Err(format!("not a traceparent: {sent}").into());
+        };
+        let spans = EXPORTER.get().ok_or("no exporter")?.get_finished_spans()?;
+        for span in spans.iter().filter(|s| s.span_context.trace_id().to_string() == trace) {
+            println!(
+                "  span {:<18} id {} parent {}",
+                span.name,
+                span.span_context.span_id(),
+                span.parent_span_id
+            );
+        }
+        let attempt = spans.iter().find(|s| {
+            s.name == "POST" && s.span_context.span_id().to_string() == sent_parent
+        });
+        if sent_trace != trace || sent_parent == caller || attempt.is_none() {
+            return Err(format!(
+                "expected the caller's trace with an attempt span as the parent, got {sent}"
+            )
+            .into());
+        }
+        EXPORTER.get().ok_or("no exporter")?.reset();
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    #[cfg(feature = "opentelemetry")]
+    traces::install();
+    #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .init();
@@ -371,7 +514,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let result = self_test(addr, local.is_some()).await;
+    let result = self_test(addr, local.as_ref()).await;
     server.abort();
     result?;
     println!("all answers as expected");

@@ -111,14 +111,31 @@ fn nearest_context<const N: usize>(spans: [&tracing::Span; N]) -> Option<Context
         .find(|cx| cx.span().span_context().is_valid())
 }
 
-/// Joins the gate's `span` to the trace of an incoming request: its parent
-/// becomes the context the global propagator extracts from `headers`.
+/// Joins `span` to the trace of an incoming request, as the gate does for
+/// its own span: its parent becomes the context the global propagator
+/// extracts from the request's `headers`, unless a span around it (the
+/// current span) already has an OpenTelemetry context. For a handler that
+/// calls a [`QualityClient`] itself: call it before `span` is first
+/// entered, and make the check inside `span`.
 ///
-/// True when the check made under `span` carries an OpenTelemetry context
-/// of its own, so the caller's trace headers are not to be relayed; false
-/// when OpenTelemetry is not in use for it (no layer, or `span` filtered
-/// out), and the gate relays them as without the feature.
-pub(crate) fn join(span: &tracing::Span, headers: &HeaderMap) -> bool {
+/// True when checks made inside `span` carry an OpenTelemetry context, so
+/// the caller's trace headers are not to be relayed
+/// ([`Propagation::trace_context`](crate::propagate::Propagation::trace_context)`(false)`);
+/// false when OpenTelemetry is not in use for it (no layer, or `span`
+/// filtered out): then relay them, as without the feature.
+///
+/// ```
+/// use http::HeaderMap;
+/// use tower_quality_gate::propagate::Propagation;
+///
+/// # let headers = HeaderMap::new();
+/// let span = tracing::info_span!("complete_task");
+/// let joined = tower_quality_gate::otel::join(&span, &headers);
+/// let context = Propagation::default().trace_context(!joined).extract(&headers);
+/// # let _ = context;
+/// // client.check(context.apply(check)).instrument(span).await
+/// ```
+pub fn join(span: &tracing::Span, headers: &HeaderMap) -> bool {
     // A server span around the gate that already has a context: the
     // server's instrumentation joined (or chose not to), and the gate's
     // span is its child.
