@@ -15,7 +15,16 @@
 //! Both carry the incoming call's deadline (`grpc-timeout`) and ids
 //! (`x-request-id`, `traceparent`) into the check: the first reads them
 //! from the request's metadata (`tower_quality_gate::propagate`), the gate layer
-//! does it by itself.
+//! does it by itself. The check ends a margin before the caller's deadline
+//! (`propagate::deadline_margin`), so a hurried caller gets the server's
+//! `DEADLINE_EXCEEDED` with `x-error-kind` and `x-request-id`, not its own.
+//!
+//! Traces, in both modes: without the `opentelemetry` feature the caller's
+//! `traceparent` is relayed to the coordinator as it came. With it, a
+//! `tracing-opentelemetry` layer (in-memory exporter here) and the W3C
+//! propagator are installed: both services join the caller's trace, each
+//! attempt sends its own `POST` span as the coordinator's parent, and the
+//! self-test prints the spans and checks that parent.
 //!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
 //! approves `task-approved`, rejects `task-rejected`, fails on
@@ -25,12 +34,15 @@
 //!
 //! ```text
 //! cargo run -p tonic_orchestrator
+//! cargo run -p tonic_orchestrator --features opentelemetry
 //! cargo run -p tonic_orchestrator -- --serve
 //! ```
 
 mod gated;
 mod service;
 mod status;
+#[cfg(feature = "opentelemetry")]
+mod traces;
 
 /// The code generated from `proto/orchestrator.proto`.
 pub mod pb {
@@ -97,7 +109,8 @@ fn completion(task_id: &str, agent_id: &str) -> CompleteTaskRequest {
 /// Calls both services as an agent would, prints the answers, and checks
 /// the codes: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+async fn self_test(addr: SocketAddr, coordinator: Option<&TestCoordinator>) -> Result<(), BoxError> {
+    let scripted = coordinator.is_some();
     let url = format!("http://{addr}");
     let mut checking = OrchestratorClient::connect(url.clone()).await?;
     let mut gated = GatedOrchestratorClient::connect(url).await?;
@@ -171,11 +184,105 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
     if !(in_time && expected) {
         return Err(format!("a hurried call got {code:?} after {took:?}").into());
     }
+    if scripted {
+        hurried_gated_calls(&gated).await?;
+    }
+    if let Some(coordinator) = coordinator {
+        traced_calls(&mut checking, &mut gated, coordinator).await?;
+    }
+    Ok(())
+}
+
+/// Ten gated calls at once, each waiting 300 ms at most, against a
+/// coordinator that takes 3 s: the gate ends each check a margin before the
+/// caller's deadline, so at least nine get the server's `DEADLINE_EXCEEDED`
+/// with its metadata (`x-error-kind`, `x-request-id`), not their own.
+async fn hurried_gated_calls(
+    gated: &GatedOrchestratorClient<tonic::transport::Channel>,
+) -> Result<(), BoxError> {
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut gated = gated.clone();
+            tokio::spawn(async move {
+                let mut hurried = tonic::Request::new(completion("task-slow", "agent-7"));
+                hurried.set_timeout(Duration::from_millis(300));
+                gated.complete_task(hurried).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(calls.len());
+    for call in calls {
+        answers.push(call.await?);
+    }
+    let from_server = answers
+        .iter()
+        .filter(|answer| match answer {
+            Err(status) => {
+                status.code() == Code::DeadlineExceeded
+                    && status.metadata().get("x-error-kind").is_some()
+                    && status.metadata().get("x-request-id").is_some()
+            }
+            Ok(_) => false,
+        })
+        .count();
+    println!("GatedOrchestrator/CompleteTask \"task-slow\" x10 within 300 ms -> {from_server} of 10 answered by the server");
+    if from_server < 9 {
+        return Err(format!("only {from_server} of 10 hurried calls got the server's answer").into());
+    }
+    Ok(())
+}
+
+/// The caller's trace context in the self-test.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// One call to each service with the caller's `traceparent`, then what the
+/// coordinator got: the caller's own header relayed (without
+/// OpenTelemetry), or the caller's trace with an attempt span of this
+/// orchestrator as the parent (with it).
+async fn traced_calls(
+    checking: &mut OrchestratorClient<tonic::transport::Channel>,
+    gated: &mut GatedOrchestratorClient<tonic::transport::Channel>,
+    coordinator: &TestCoordinator,
+) -> Result<(), BoxError> {
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let traced = || {
+        let mut request = tonic::Request::new(completion("task-traced", "agent-7"));
+        request
+            .metadata_mut()
+            .insert("traceparent", caller.parse().expect("a valid value"));
+        request
+    };
+    for service in ["Orchestrator", "GatedOrchestrator"] {
+        let answer = match service {
+            "Orchestrator" => checking.complete_task(traced()).await,
+            _ => gated.complete_task(traced()).await,
+        };
+        answer?;
+        let sent = coordinator
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.request.as_ref().is_some_and(|q| q.task_id == "task-traced"))
+            .and_then(|r| r.headers.get("traceparent").cloned())
+            .ok_or("the coordinator got no traceparent")?;
+        let sent = sent.to_str()?;
+        println!("{service}/CompleteTask with traceparent {caller}\n  coordinator got traceparent {sent}");
+        #[cfg(feature = "opentelemetry")]
+        traces::check_joined(sent, CALLER_TRACE, CALLER_SPAN)?;
+        #[cfg(not(feature = "opentelemetry"))]
+        if sent != caller {
+            return Err(format!("expected the caller's traceparent relayed, got {sent}").into());
+        }
+    }
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    #[cfg(feature = "opentelemetry")]
+    traces::install();
+    #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .init();
@@ -201,7 +308,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let server = tokio::spawn(router.serve_with_incoming(incoming));
-    let result = self_test(addr, local.is_some()).await;
+    let result = self_test(addr, local.as_ref()).await;
     server.abort();
     result?;
     println!("all answers as expected");
