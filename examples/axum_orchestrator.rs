@@ -63,11 +63,11 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 use tower_quality_gate::gate::QualityGateLayer;
 use tower_quality_gate::propagate::Propagation;
 use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{QualityClient, QualityRequest, Verdict};
+use tracing::Instrument;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -256,7 +256,10 @@ type Case = (
 /// Sends the requests a user would, prints the answers, and checks the
 /// statuses: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, coordinator: Option<&TestCoordinator>) -> Result<(), BoxError> {
+async fn self_test(
+    addr: SocketAddr,
+    coordinator: Option<&TestCoordinator>,
+) -> Result<(), BoxError> {
     let scripted = coordinator.is_some();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // A caller that waits 300 ms at most, and says so.
@@ -405,7 +408,11 @@ async fn traced_call(
         .requests()
         .into_iter()
         .rev()
-        .find(|r| r.request.as_ref().is_some_and(|q| q.task_id == "task-traced"))
+        .find(|r| {
+            r.request
+                .as_ref()
+                .is_some_and(|q| q.task_id == "task-traced")
+        })
         .and_then(|r| r.headers.get("traceparent").cloned())
         .ok_or("the coordinator got no traceparent")?;
     let sent = sent.to_str()?;
@@ -462,7 +469,10 @@ mod traces {
             return Err(format!("not a traceparent: {sent}").into());
         };
         let spans = EXPORTER.get().ok_or("no exporter")?.get_finished_spans()?;
-        for span in spans.iter().filter(|s| s.span_context.trace_id().to_string() == trace) {
+        for span in spans
+            .iter()
+            .filter(|s| s.span_context.trace_id().to_string() == trace)
+        {
             println!(
                 "  span {:<18} id {} parent {}",
                 span.name,
@@ -470,9 +480,9 @@ mod traces {
                 span.parent_span_id
             );
         }
-        let attempt = spans.iter().find(|s| {
-            s.name == "POST" && s.span_context.span_id().to_string() == sent_parent
-        });
+        let attempt = spans
+            .iter()
+            .find(|s| s.name == "POST" && s.span_context.span_id().to_string() == sent_parent);
         if sent_trace != trace || sent_parent == caller || attempt.is_none() {
             return Err(format!(
                 "expected the caller's trace with an attempt span as the parent, got {sent}"

@@ -87,10 +87,7 @@ use crate::call::Call;
 /// one of the propagator's headers (the caller's choice).
 pub(crate) fn inject(span: &tracing::Span, call: &Call, headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        if propagator
-            .fields()
-            .any(|field| headers.contains_key(field))
-        {
+        if propagator.fields().any(|field| headers.contains_key(field)) {
             return;
         }
         let Some(cx) = nearest_context([span, call.span(), &tracing::Span::current()]) else {

@@ -359,9 +359,16 @@ pub fn is_valid_traceparent(value: &[u8]) -> bool {
     parse_traceparent(value).is_some()
 }
 
-/// The version, trace id, parent id and flags of a valid `traceparent`
-/// (see [`is_valid_traceparent`]).
-fn parse_traceparent(value: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
+/// The four fields of a valid `traceparent`, as hex text.
+struct TraceParent<'a> {
+    version: &'a [u8],
+    trace_id: &'a [u8],
+    parent_id: &'a [u8],
+    flags: &'a [u8],
+}
+
+/// The fields of a valid `traceparent` (see [`is_valid_traceparent`]).
+fn parse_traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
     let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
     if value.len() < 55 {
@@ -385,14 +392,24 @@ fn parse_traceparent(value: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
         b"00" => rest.is_empty(),
         _ => rest.is_empty() || rest[0] == b'-',
     };
-    (well_formed && tail_ok).then_some((version, trace_id, parent_id, flags))
+    (well_formed && tail_ok).then_some(TraceParent {
+        version,
+        trace_id,
+        parent_id,
+        flags,
+    })
 }
 
 /// The `traceparent` to send on for a valid incoming one: a version-`00`
 /// header as it came, a later version as version `00` with its trace id,
 /// parent id and sampled flag (the only fields this version knows).
 fn traceparent(value: &HeaderValue) -> Option<HeaderValue> {
-    let (version, trace_id, parent_id, flags) = parse_traceparent(value.as_bytes())?;
+    let TraceParent {
+        version,
+        trace_id,
+        parent_id,
+        flags,
+    } = parse_traceparent(value.as_bytes())?;
     if version == b"00" {
         return Some(value.clone());
     }

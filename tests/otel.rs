@@ -16,12 +16,12 @@ use opentelemetry::Value;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tower::{service_fn, Layer, ServiceExt};
-use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer as _;
 use tower_quality_gate::gate::QualityGateLayer;
 use tower_quality_gate::testing::{Recorded, Reply, TestCoordinator};
 use tower_quality_gate::QualityRequest;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer as _;
 
 use common::{builder, client, request};
 
@@ -175,10 +175,7 @@ async fn a_call_with_no_span_around_it_starts_a_trace() {
     assert_eq!(call.parent_span_id, SpanId::INVALID);
     assert_eq!(
         sent_parent(&coordinator.requests()[0]),
-        (
-            call.span_context.trace_id(),
-            attempt.span_context.span_id()
-        )
+        (call.span_context.trace_id(), attempt.span_context.span_id())
     );
 }
 
@@ -228,7 +225,10 @@ async fn an_attempt_cut_by_its_timeout_is_a_timeout_error() {
 
     let attempts = traces.spans("POST");
     assert_eq!(attempts.len(), 2);
-    assert_eq!(attr(&attempts[0], "error.type"), Some(Value::from("timeout")));
+    assert_eq!(
+        attr(&attempts[0], "error.type"),
+        Some(Value::from("timeout"))
+    );
     assert!(matches!(attempts[0].status, Status::Error { .. }));
     assert_eq!(attr(&attempts[0], "quality_gate.cancelled"), None);
     assert_eq!(attr(&attempts[1], "error.type"), None);
@@ -237,7 +237,12 @@ async fn an_attempt_cut_by_its_timeout_is_a_timeout_error() {
         .end_time
         .duration_since(attempts[0].start_time)
         .unwrap();
-    assert!(took < attempts[1].start_time.duration_since(attempts[0].start_time).unwrap());
+    assert!(
+        took < attempts[1]
+            .start_time
+            .duration_since(attempts[0].start_time)
+            .unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -257,7 +262,10 @@ async fn a_call_that_times_out_says_so_on_both_spans() {
         assert_eq!(attr(span, "error.type"), Some(Value::from("timeout")));
         assert!(matches!(span.status, Status::Error { .. }));
     }
-    assert_eq!(attr(&call, "error.type").unwrap().as_str(), err.kind().as_str());
+    assert_eq!(
+        attr(&call, "error.type").unwrap().as_str(),
+        err.kind().as_str()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -273,7 +281,10 @@ async fn an_abandoned_call_marks_its_attempt_cancelled_not_failed() {
         .is_err());
 
     let attempt = traces.one("POST");
-    assert_eq!(attr(&attempt, "quality_gate.cancelled"), Some(Value::Bool(true)));
+    assert_eq!(
+        attr(&attempt, "quality_gate.cancelled"),
+        Some(Value::Bool(true))
+    );
     assert_eq!(attr(&attempt, "error.type"), None);
     assert_eq!(attempt.status, Status::Unset);
 }
@@ -309,11 +320,17 @@ async fn the_gate_joins_the_callers_trace() {
     assert_eq!(gate.span_context.trace_id(), caller_trace);
     assert_eq!(gate.parent_span_id, caller_span);
     assert!(gate.parent_span_is_remote);
-    assert_eq!(attr(&gate, "quality_gate.verdict"), Some(Value::from("approved")));
+    assert_eq!(
+        attr(&gate, "quality_gate.verdict"),
+        Some(Value::from("approved"))
+    );
     let call = traces.one("quality_gate.check");
     assert_eq!(call.parent_span_id, gate.span_context.span_id());
     // The handler ran inside the gate's span, in the caller's trace.
-    assert_eq!(traces.one("handler").parent_span_id, gate.span_context.span_id());
+    assert_eq!(
+        traces.one("handler").parent_span_id,
+        gate.span_context.span_id()
+    );
 
     let attempts = traces.spans("POST");
     let recorded = coordinator.requests();

@@ -81,7 +81,7 @@
 //! attempt of the check sends its own span's context ([`crate::otel`]).
 //!
 //! A propagated `grpc-timeout` ends the check a little before the caller
-//! gives up ([`DEADLINE_MARGIN`](crate::propagate::deadline_margin)), so
+//! gives up ([`deadline_margin`](crate::propagate::deadline_margin)), so
 //! that the gate's answer (a `DEADLINE_EXCEEDED` with its metadata) reaches
 //! the caller before the caller's own timer fires.
 //!

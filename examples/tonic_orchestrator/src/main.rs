@@ -109,7 +109,10 @@ fn completion(task_id: &str, agent_id: &str) -> CompleteTaskRequest {
 /// Calls both services as an agent would, prints the answers, and checks
 /// the codes: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, coordinator: Option<&TestCoordinator>) -> Result<(), BoxError> {
+async fn self_test(
+    addr: SocketAddr,
+    coordinator: Option<&TestCoordinator>,
+) -> Result<(), BoxError> {
     let scripted = coordinator.is_some();
     let url = format!("http://{addr}");
     let mut checking = OrchestratorClient::connect(url.clone()).await?;
@@ -227,7 +230,9 @@ async fn hurried_gated_calls(
         .count();
     println!("GatedOrchestrator/CompleteTask \"task-slow\" x10 within 300 ms -> {from_server} of 10 answered by the server");
     if from_server < 9 {
-        return Err(format!("only {from_server} of 10 hurried calls got the server's answer").into());
+        return Err(
+            format!("only {from_server} of 10 hurried calls got the server's answer").into(),
+        );
     }
     Ok(())
 }
@@ -263,7 +268,11 @@ async fn traced_calls(
             .requests()
             .into_iter()
             .rev()
-            .find(|r| r.request.as_ref().is_some_and(|q| q.task_id == "task-traced"))
+            .find(|r| {
+                r.request
+                    .as_ref()
+                    .is_some_and(|q| q.task_id == "task-traced")
+            })
             .and_then(|r| r.headers.get("traceparent").cloned())
             .ok_or("the coordinator got no traceparent")?;
         let sent = sent.to_str()?;

@@ -40,7 +40,10 @@ pub fn check_joined(sent: &str, trace: &str, caller: &str) -> Result<(), BoxErro
         return Err(format!("not a traceparent: {sent}").into());
     };
     let spans = EXPORTER.get().ok_or("no exporter")?.get_finished_spans()?;
-    for span in spans.iter().filter(|s| s.span_context.trace_id().to_string() == trace) {
+    for span in spans
+        .iter()
+        .filter(|s| s.span_context.trace_id().to_string() == trace)
+    {
         println!(
             "  span {:<18} id {} parent {}",
             span.name,
@@ -48,9 +51,9 @@ pub fn check_joined(sent: &str, trace: &str, caller: &str) -> Result<(), BoxErro
             span.parent_span_id
         );
     }
-    let attempt = spans.iter().find(|s| {
-        s.name == "POST" && s.span_context.span_id().to_string() == sent_parent
-    });
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "POST" && s.span_context.span_id().to_string() == sent_parent);
     if sent_trace != trace || sent_parent == caller || attempt.is_none() {
         return Err(format!(
             "expected the caller's trace with an attempt span as the parent, got {sent}"
