@@ -10,8 +10,7 @@
 //! propagator set (the W3C [`TraceContextPropagator`], or any other):
 //!
 //! - **every attempt sends its own context**: the `POST` span of each
-//!   attempt (see the crate's spans in the [`QualityClient`] docs) is
-//!   injected into that attempt's request headers through the global
+//!   attempt (see [Spans](#spans)) is injected into that attempt's request headers through the global
 //!   propagator. The coordinator's span then has the attempt span as its
 //!   parent: same trace id as the call's parent, the attempt's own span id,
 //!   each retry and each hedged copy its own (W3C Trace Context §3.2). A
@@ -40,6 +39,26 @@
 //! are plain `tracing` spans and the gate relays the caller's
 //! `traceparent` and `tracestate` byte for byte (see
 //! [`propagate`](crate::propagate)).
+//!
+//! # Spans
+//!
+//! The crate's `tracing` spans (with or without the feature), named and
+//! typed after the OpenTelemetry HTTP client conventions (v1.44):
+//!
+//! | span | fields |
+//! |---|---|
+//! | `quality_gate.gate` (INFO), one per request through a gate | `quality_gate.verdict` (`approved`, `rejected`, `unavailable`) |
+//! | `quality_gate.check` (INFO), one per call | `quality_gate.task_id`, `quality_gate.agent_id`, `quality_gate.request_id`, `quality_gate.attempts` (i64), `quality_gate.gate`, `quality_gate.approved`, `error.type` and `otel.status_code = "ERROR"` when the caller gets an error |
+//! | `POST` (INFO, `otel.kind = "client"`), one per attempt | `http.request.method`, `server.address`, `server.port` (i64), `url.full`, `network.protocol.version`, `http.response.status_code` (i64), `http.request.resend_count` (i64, from the second attempt), `error.type`, `otel.status_code`, `quality_gate.request_id`, `quality_gate.attempt` (i64), `quality_gate.cancelled` |
+//!
+//! Integers are `i64`: `tracing-opentelemetry` exports a `u64` as text.
+//! `error.type` is the status code for a status error (`"503"`) and the
+//! error kind otherwise (`"timeout"`, `"connect"`, …), on the call span as
+//! on the attempt's. An attempt cut by its timeout or the call's deadline
+//! has `error.type = "timeout"` and status Error; an attempt dropped for
+//! another reason (a hedged copy that lost the race, a caller that gave
+//! up) did not fail: no `error.type`, status Unset,
+//! `quality_gate.cancelled = true`.
 //!
 //! # Install
 //!
@@ -71,7 +90,6 @@
 //! ```
 //!
 //! [`TraceContextPropagator`]: https://docs.rs/opentelemetry_sdk/0.33/opentelemetry_sdk/propagation/struct.TraceContextPropagator.html
-//! [`QualityClient`]: crate::QualityClient
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -112,7 +130,7 @@ fn nearest_context<const N: usize>(spans: [&tracing::Span; N]) -> Option<Context
 /// its own span: its parent becomes the context the global propagator
 /// extracts from the request's `headers`, unless a span around it (the
 /// current span) already has an OpenTelemetry context. For a handler that
-/// calls a [`QualityClient`] itself: call it before `span` is first
+/// calls a [`QualityClient`](crate::QualityClient) itself: call it before `span` is first
 /// entered, and make the check inside `span`.
 ///
 /// True when checks made inside `span` carry an OpenTelemetry context, so

@@ -8,6 +8,8 @@
 mod common;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -18,12 +20,12 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use tower::{service_fn, Layer, ServiceExt};
 use tower_quality_gate::gate::QualityGateLayer;
 use tower_quality_gate::testing::{Recorded, Reply, TestCoordinator};
-use tower_quality_gate::QualityRequest;
+use tower_quality_gate::{Hedging, QualityRequest};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer as _;
 
-use common::{builder, client, request};
+use common::{builder, client, request, spawn_checks};
 
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -287,6 +289,54 @@ async fn an_abandoned_call_marks_its_attempt_cancelled_not_failed() {
     );
     assert_eq!(attr(&attempt, "error.type"), None);
     assert_eq!(attempt.status, Status::Unset);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedged_copy_that_lost_is_cancelled_not_failed() {
+    let traces = Traces::all();
+    let coordinator = TestCoordinator::start().await;
+    // Every other request is slow: a copy of a slow one is fast.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    coordinator.respond_with(move |_| {
+        let slow = counter.fetch_add(1, Ordering::SeqCst) % 2 == 0;
+        let delay = if slow { 2000 } else { 10 };
+        Reply::approve().delay(Duration::from_millis(delay))
+    });
+    let hedging = Hedging::default()
+        .percentile(0.3)
+        .min_data_points(10)
+        .period(Duration::from_secs(5));
+    let client = builder(coordinator.url()).hedging(hedging).build().unwrap();
+    // Warm up the latency histogram, then let it rotate into view.
+    for call in spawn_checks(&client, 0..50) {
+        call.await.unwrap().unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(6)).await;
+    if seen.load(Ordering::SeqCst) % 2 == 1 {
+        client.check(request(98)).await.unwrap(); // the next one is slow
+    }
+    traces.exporter.reset();
+
+    client.check(request(99)).await.unwrap();
+    let attempts = traces.spans("POST");
+    assert_eq!(attempts.len(), 2, "no copy was sent: the test proves nothing");
+    let (slow, copy) = (&attempts[0], &attempts[1]);
+    assert_eq!(attr(slow, "quality_gate.cancelled"), Some(Value::Bool(true)));
+    assert_eq!(attr(slow, "error.type"), None);
+    assert_eq!(slow.status, Status::Unset);
+    assert_eq!(attr(copy, "quality_gate.cancelled"), None);
+    assert_eq!(attr(copy, "http.response.status_code"), Some(Value::I64(200)));
+    // Each copy sent its own span as the coordinator's parent.
+    let recorded = coordinator.requests();
+    let sent: Vec<SpanId> = recorded[recorded.len() - 2..]
+        .iter()
+        .map(|r| sent_parent(r).1)
+        .collect();
+    assert_eq!(
+        sent,
+        [slow.span_context.span_id(), copy.span_context.span_id()]
+    );
 }
 
 async fn derive(
