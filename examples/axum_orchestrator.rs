@@ -69,6 +69,9 @@ use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{QualityClient, QualityRequest, Verdict};
 use tracing::Instrument;
 
+#[path = "common/traces.rs"]
+mod traces;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The longest a completion waits for its check on the first route, retries
@@ -381,123 +384,30 @@ fn metrics_route() -> Result<Router, BoxError> {
     Ok(Router::new())
 }
 
-/// The caller's trace context in the self-test.
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// Sends one completion with the caller's `traceparent`, then checks what
-/// the coordinator got: the caller's own header relayed (without
-/// OpenTelemetry), or the caller's trace with an attempt span of this
-/// orchestrator as the parent (with it).
+/// Sends one completion with the caller's `traceparent`, then checks the
+/// parent the coordinator got (see `examples/common/traces.rs`).
 async fn traced_call(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     coordinator: &TestCoordinator,
     path: &str,
 ) -> Result<(), BoxError> {
-    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let req = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
-        .header("traceparent", &caller)
+        .header("traceparent", traces::caller())
         .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))?;
     let status = client.request(req).await?.status();
+    println!("POST {path} with a traceparent -> {status}");
     if status != StatusCode::OK {
         return Err(format!("traced POST {path}: {status}").into());
     }
-    let sent = coordinator
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| {
-            r.request
-                .as_ref()
-                .is_some_and(|q| q.task_id == "task-traced")
-        })
-        .and_then(|r| r.headers.get("traceparent").cloned())
-        .ok_or("the coordinator got no traceparent")?;
-    let sent = sent.to_str()?;
-    println!("POST {path} with traceparent {caller}\n  coordinator got traceparent {sent}");
-    #[cfg(feature = "opentelemetry")]
-    traces::check_joined(sent, CALLER_TRACE, CALLER_SPAN)?;
-    #[cfg(not(feature = "opentelemetry"))]
-    if sent != caller {
-        return Err(format!("expected the caller's traceparent relayed, got {sent}").into());
-    }
-    Ok(())
-}
-
-/// OpenTelemetry: a `tracing-opentelemetry` layer over an in-memory
-/// exporter, and the W3C propagator.
-#[cfg(feature = "opentelemetry")]
-mod traces {
-    use std::sync::OnceLock;
-
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-
-    use super::BoxError;
-
-    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
-
-    /// Logs at WARN to stdout, spans at INFO to OpenTelemetry.
-    pub fn install() {
-        let exporter = EXPORTER.get_or_init(InMemorySpanExporter::default);
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::WARN))
-            .with(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("axum_orchestrator"))
-                    .with_filter(LevelFilter::INFO),
-            )
-            .init();
-    }
-
-    /// Prints the trace, and checks the coordinator's parent (`sent`) is
-    /// one of this orchestrator's attempt spans, in the caller's trace.
-    pub fn check_joined(sent: &str, trace: &str, caller: &str) -> Result<(), BoxError> {
-        let fields: Vec<&str> = sent.split('-').collect();
-        let [_, sent_trace, sent_parent, _] = fields[..] else {
-            return Err(format!("not a traceparent: {sent}").into());
-        };
-        let spans = EXPORTER.get().ok_or("no exporter")?.get_finished_spans()?;
-        for span in spans
-            .iter()
-            .filter(|s| s.span_context.trace_id().to_string() == trace)
-        {
-            println!(
-                "  span {:<18} id {} parent {}",
-                span.name,
-                span.span_context.span_id(),
-                span.parent_span_id
-            );
-        }
-        let attempt = spans
-            .iter()
-            .find(|s| s.name == "POST" && s.span_context.span_id().to_string() == sent_parent);
-        if sent_trace != trace || sent_parent == caller || attempt.is_none() {
-            return Err(format!(
-                "expected the caller's trace with an attempt span as the parent, got {sent}"
-            )
-            .into());
-        }
-        EXPORTER.get().ok_or("no exporter")?.reset();
-        Ok(())
-    }
+    traces::check_coordinator_parent(coordinator, "task-traced")
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     #[cfg(feature = "opentelemetry")]
-    traces::install();
+    traces::install("axum_orchestrator");
     #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)

@@ -320,13 +320,23 @@ async fn a_hedged_copy_that_lost_is_cancelled_not_failed() {
 
     client.check(request(99)).await.unwrap();
     let attempts = traces.spans("POST");
-    assert_eq!(attempts.len(), 2, "no copy was sent: the test proves nothing");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "no copy was sent: the test proves nothing"
+    );
     let (slow, copy) = (&attempts[0], &attempts[1]);
-    assert_eq!(attr(slow, "quality_gate.cancelled"), Some(Value::Bool(true)));
+    assert_eq!(
+        attr(slow, "quality_gate.cancelled"),
+        Some(Value::Bool(true))
+    );
     assert_eq!(attr(slow, "error.type"), None);
     assert_eq!(slow.status, Status::Unset);
     assert_eq!(attr(copy, "quality_gate.cancelled"), None);
-    assert_eq!(attr(copy, "http.response.status_code"), Some(Value::I64(200)));
+    assert_eq!(
+        attr(copy, "http.response.status_code"),
+        Some(Value::I64(200))
+    );
     // Each copy sent its own span as the coordinator's parent.
     let recorded = coordinator.requests();
     let sent: Vec<SpanId> = recorded[recorded.len() - 2..]

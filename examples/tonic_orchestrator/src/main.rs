@@ -41,7 +41,7 @@
 mod gated;
 mod service;
 mod status;
-#[cfg(feature = "opentelemetry")]
+#[path = "../../common/traces.rs"]
 mod traces;
 
 /// The code generated from `proto/orchestrator.proto`.
@@ -237,60 +237,32 @@ async fn hurried_gated_calls(
     Ok(())
 }
 
-/// The caller's trace context in the self-test.
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// One call to each service with the caller's `traceparent`, then what the
-/// coordinator got: the caller's own header relayed (without
-/// OpenTelemetry), or the caller's trace with an attempt span of this
-/// orchestrator as the parent (with it).
+/// One call to each service with the caller's `traceparent`, then the
+/// parent the coordinator got (see `examples/common/traces.rs`).
 async fn traced_calls(
     checking: &mut OrchestratorClient<tonic::transport::Channel>,
     gated: &mut GatedOrchestratorClient<tonic::transport::Channel>,
     coordinator: &TestCoordinator,
 ) -> Result<(), BoxError> {
-    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
-    let traced = || {
+    let traced = || -> Result<_, BoxError> {
         let mut request = tonic::Request::new(completion("task-traced", "agent-7"));
         request
             .metadata_mut()
-            .insert("traceparent", caller.parse().expect("a valid value"));
-        request
+            .insert("traceparent", traces::caller().parse()?);
+        Ok(request)
     };
-    for service in ["Orchestrator", "GatedOrchestrator"] {
-        let answer = match service {
-            "Orchestrator" => checking.complete_task(traced()).await,
-            _ => gated.complete_task(traced()).await,
-        };
-        answer?;
-        let sent = coordinator
-            .requests()
-            .into_iter()
-            .rev()
-            .find(|r| {
-                r.request
-                    .as_ref()
-                    .is_some_and(|q| q.task_id == "task-traced")
-            })
-            .and_then(|r| r.headers.get("traceparent").cloned())
-            .ok_or("the coordinator got no traceparent")?;
-        let sent = sent.to_str()?;
-        println!("{service}/CompleteTask with traceparent {caller}\n  coordinator got traceparent {sent}");
-        #[cfg(feature = "opentelemetry")]
-        traces::check_joined(sent, CALLER_TRACE, CALLER_SPAN)?;
-        #[cfg(not(feature = "opentelemetry"))]
-        if sent != caller {
-            return Err(format!("expected the caller's traceparent relayed, got {sent}").into());
-        }
-    }
-    Ok(())
+    checking.complete_task(traced()?).await?;
+    println!("Orchestrator/CompleteTask with a traceparent -> Ok");
+    traces::check_coordinator_parent(coordinator, "task-traced")?;
+    gated.complete_task(traced()?).await?;
+    println!("GatedOrchestrator/CompleteTask with a traceparent -> Ok");
+    traces::check_coordinator_parent(coordinator, "task-traced")
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     #[cfg(feature = "opentelemetry")]
-    traces::install();
+    traces::install("tonic_orchestrator");
     #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
