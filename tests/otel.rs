@@ -406,3 +406,30 @@ async fn the_gate_joins_the_callers_trace() {
         assert_eq!(sent.headers["tracestate"], "congo=t61rcWkgMzE");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn trace_headers_a_derive_function_sets_are_sent_as_set() {
+    let _traces = Traces::all();
+    let coordinator = TestCoordinator::start().await;
+    let own = "00-11111111111111111111111111111111-2222222222222222-01";
+    let derive = move |req: Request<String>| async move {
+        let check = QualityRequest::new("task-1", "agent-1").header(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static(own),
+        );
+        Ok::<_, Response<String>>((check, req))
+    };
+    let inner = service_fn(|req: Request<String>| async move {
+        Ok::<_, Infallible>(Response::new(req.into_body()))
+    });
+    let service = QualityGateLayer::new(client(&coordinator), derive).layer(inner);
+
+    let req = Request::post("/tasks/complete")
+        .header("traceparent", CALLER)
+        .body(String::new())
+        .unwrap();
+    assert_eq!(service.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    let sent = &coordinator.requests()[0].headers;
+    assert_eq!(sent["traceparent"], own);
+    assert!(!sent.contains_key("tracestate"));
+}
