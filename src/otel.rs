@@ -164,8 +164,9 @@ pub fn join(span: &tracing::Span, headers: &HeaderMap) -> bool {
     let incoming = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(headers))
     });
-    // Err when no OpenTelemetry layer sees the span.
-    span.set_parent(incoming).is_ok()
+    // Err when no OpenTelemetry layer is installed; Ok without a context
+    // when the layer's own filter left the span out.
+    span.set_parent(incoming).is_ok() && has_context(span)
 }
 
 fn has_context(span: &tracing::Span) -> bool {
