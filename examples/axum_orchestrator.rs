@@ -23,6 +23,15 @@
 //! With the `metrics` feature it also serves `GET /metrics` in Prometheus's
 //! text format (`metrics-exporter-prometheus`, with the crate's metrics).
 //!
+//! Traces, in both modes: without the `opentelemetry` feature the caller's
+//! `traceparent` is relayed to the coordinator as it came (the coordinator's
+//! span is the caller's child). With it, a `tracing-opentelemetry` layer
+//! (in-memory exporter here; OTLP in production) and the W3C propagator are
+//! installed: both routes join the caller's trace, every attempt sends its
+//! own `POST` span as the coordinator's parent, and the self-test prints
+//! the spans and checks the coordinator's parent-id is an attempt span's,
+//! not the caller's.
+//!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
 //! approves `task-approved`, rejects `task-rejected`, fails on
 //! `task-failing` and takes 3 s over `task-slow`. It then serves on
@@ -32,6 +41,7 @@
 //! ```text
 //! cargo run --example axum_orchestrator
 //! cargo run --example axum_orchestrator --features metrics
+//! cargo run --example axum_orchestrator --features opentelemetry
 //! cargo run --example axum_orchestrator -- --serve
 //! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example axum_orchestrator
 //! ```
@@ -57,6 +67,10 @@ use tower_quality_gate::gate::QualityGateLayer;
 use tower_quality_gate::propagate::Propagation;
 use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{QualityClient, QualityRequest, Verdict};
+use tracing::Instrument;
+
+#[path = "common/traces.rs"]
+mod traces;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -109,7 +123,16 @@ async fn complete(
     completion: Result<Json<Completion>, JsonRejection>,
 ) -> Response {
     // Read before the body: a caller's deadline counts from its arrival.
-    let context = Propagation::default().extract(&headers);
+    // With OpenTelemetry the handler's span joins the caller's trace, and
+    // the check's attempts send their own context instead of the caller's.
+    let span = tracing::info_span!("complete");
+    #[cfg(feature = "opentelemetry")]
+    let joined = tower_quality_gate::otel::join(&span, &headers);
+    #[cfg(not(feature = "opentelemetry"))]
+    let joined = false;
+    let context = Propagation::default()
+        .trace_context(!joined)
+        .extract(&headers);
     let Json(completion) = match completion {
         Ok(completion) => completion,
         // An oversized body stays a 413; anything else malformed is a 400.
@@ -119,7 +142,12 @@ async fn complete(
         Err(rejection) => return invalid(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
     let check = completion.into_check(task_id.clone()).timeout(CHECK_BUDGET);
-    match state.client.verdict(context.apply(check)).await {
+    match state
+        .client
+        .verdict(context.apply(check))
+        .instrument(span)
+        .await
+    {
         Verdict::Approved(v) => (
             StatusCode::OK,
             Json(
@@ -231,7 +259,11 @@ type Case = (
 /// Sends the requests a user would, prints the answers, and checks the
 /// statuses: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+async fn self_test(
+    addr: SocketAddr,
+    coordinator: Option<&TestCoordinator>,
+) -> Result<(), BoxError> {
+    let scripted = coordinator.is_some();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // A caller that waits 300 ms at most, and says so.
     let hurried = Some(("grpc-timeout", "300m"));
@@ -283,6 +315,14 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
         };
         if !ok {
             return Err(format!("POST {path}: expected {expected}, got {status}").into());
+        }
+    }
+    if let Some(coordinator) = coordinator {
+        for path in [
+            "/tasks/task-traced/complete",
+            "/gated/tasks/task-traced/complete",
+        ] {
+            traced_call(&client, addr, coordinator, path).await?;
         }
     }
     #[cfg(feature = "metrics")]
@@ -347,8 +387,31 @@ fn metrics_route() -> Result<Router, BoxError> {
     Ok(Router::new())
 }
 
+/// Sends one completion with the caller's `traceparent`, then checks the
+/// parent the coordinator got (see `examples/common/traces.rs`).
+async fn traced_call(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    coordinator: &TestCoordinator,
+    path: &str,
+) -> Result<(), BoxError> {
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("traceparent", traces::caller())
+        .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))?;
+    let status = client.request(req).await?.status();
+    println!("POST {path} with a traceparent -> {status}");
+    if status != StatusCode::OK {
+        return Err(format!("traced POST {path}: {status}").into());
+    }
+    traces::check_coordinator_parent(coordinator, "task-traced")
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    #[cfg(feature = "opentelemetry")]
+    traces::install("axum_orchestrator");
+    #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .init();
@@ -374,7 +437,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let result = self_test(addr, local.is_some()).await;
+    let result = self_test(addr, local.as_ref()).await;
     server.abort();
     result?;
     println!("all answers as expected");

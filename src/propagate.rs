@@ -14,13 +14,17 @@
 //!   visible ASCII characters (anything else could not be logged or sent
 //!   safely, and is ignored; the client then generates one);
 //! - **trace context**: `traceparent` when it is exactly one valid W3C
-//!   version-`00` header (`00-{32 hex}-{16 hex}-{2 hex}`, lowercase, ids not
-//!   all zero), and `tracestate` only along with such a `traceparent` (at
-//!   most 512 bytes and 32 members, several headers joined with `,`);
+//!   header (`00-{32 hex}-{16 hex}-{2 hex}`, lowercase, ids not all zero;
+//!   a higher version is parsed as W3C Trace Context §4.3 says and sent on
+//!   as version `00`), and `tracestate` only along with such a
+//!   `traceparent` (at most 512 bytes and 32 members, several headers
+//!   joined with `,`). With the `opentelemetry` feature the gate joins the
+//!   trace instead of relaying these ([`crate::otel`]);
 //! - **deadline**: `grpc-timeout` (1 to 8 ASCII digits and a unit `H`, `M`,
 //!   `S`, `m`, `u` or `n`, as gRPC's HTTP/2 protocol says); the check must
-//!   end by the time the caller stops waiting, counted from when the
-//!   request arrived, so reading its body counts against it.
+//!   end a margin ([`deadline_margin`]) before the caller stops waiting,
+//!   counted from when the request arrived, so reading its body counts
+//!   against it, and the answer has time to travel back.
 //!
 //! ```
 //! use std::time::Duration;
@@ -66,6 +70,33 @@ const MAX_REQUEST_ID: usize = 128;
 const MAX_TRACESTATE: usize = 512;
 /// W3C: at most 32 list members.
 const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// The most [`deadline_margin`] takes off an incoming deadline.
+const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// How much earlier than an incoming `grpc-timeout` the check must end:
+/// a tenth of it, at most 50 ms.
+///
+/// The caller's timer started before it sent the request and stops when
+/// the answer arrives, so the time the request and the answer spend on
+/// the way (and the server spends encoding a status) is not in the
+/// timeout the server sees. Without a margin the check ends as the
+/// caller's own deadline passes, and the caller reports its own local
+/// `DEADLINE_EXCEEDED`, without the server's metadata (`x-error-kind`,
+/// `x-request-id`). A tenth scales with the deadline (a caller with a
+/// tight one is near: 30 ms of 300 ms); the 50 ms cap covers a round trip
+/// between zones without taking seconds off a long deadline. Envoy's
+/// `grpc_timeout_header_offset` does the same with a fixed offset.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_quality_gate::propagate::deadline_margin;
+///
+/// assert_eq!(deadline_margin(Duration::from_millis(300)), Duration::from_millis(30));
+/// assert_eq!(deadline_margin(Duration::from_secs(30)), Duration::from_millis(50));
+/// ```
+pub fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 10).min(MAX_DEADLINE_MARGIN)
+}
 
 /// What [`QualityGate`](crate::gate::QualityGate) carries from an incoming
 /// request into the check it makes: by default ([`Propagation::default`])
@@ -162,8 +193,8 @@ impl Propagation {
         if self.trace_context {
             let mut parents = headers.get_all(TRACEPARENT).iter();
             if let (Some(parent), None) = (parents.next(), parents.next()) {
-                if is_valid_traceparent(parent.as_bytes()) {
-                    out.traceparent = Some(parent.clone());
+                if let Some(parent) = traceparent(parent) {
+                    out.traceparent = Some(parent);
                     out.tracestate = tracestate(headers);
                 }
             }
@@ -172,7 +203,7 @@ impl Propagation {
             out.deadline = headers
                 .get(GRPC_TIMEOUT)
                 .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-                .map(crate::time::after);
+                .map(|timeout| crate::time::after(timeout - deadline_margin(timeout)));
         }
         out
     }
@@ -221,14 +252,29 @@ impl Propagated {
         self.traceparent.as_ref()
     }
 
-    /// The instant the incoming `grpc-timeout` ends at, if there was one.
+    /// The instant the check must end by, if the request had a
+    /// `grpc-timeout`: its end less [`deadline_margin`].
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
+    /// The same context without the trace headers, for a gate that joined
+    /// the trace itself.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn without_trace_context(self) -> Self {
+        Propagated {
+            traceparent: None,
+            tracestate: None,
+            ..self
+        }
+    }
+
     /// Adds the context to `request`, without overriding what it already
-    /// says: its own request id and trace headers are kept, and its
-    /// deadline becomes the earlier of its own and the incoming one.
+    /// says: its own request id and trace headers are kept (its own
+    /// `traceparent` keeps the incoming `tracestate` out, and its own
+    /// `tracestate` is kept even when the incoming `traceparent` is
+    /// added), and its deadline becomes the earlier of its own and the
+    /// incoming one.
     pub fn apply(self, mut request: QualityRequest) -> QualityRequest {
         let options = request.options_mut();
         if options.request_id.is_none() {
@@ -238,10 +284,11 @@ impl Propagated {
         if !options.headers.contains_key(&traceparent) {
             if let Some(parent) = self.traceparent {
                 options.headers.insert(traceparent, parent);
+                let tracestate = HeaderName::from_static(TRACESTATE);
                 if let Some(state) = self.tracestate {
-                    options
-                        .headers
-                        .insert(HeaderName::from_static(TRACESTATE), state);
+                    if !options.headers.contains_key(&tracestate) {
+                        options.headers.insert(tracestate, state);
+                    }
                 }
             }
         }
@@ -291,36 +338,94 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// Whether `value` is a W3C `traceparent` of version `00`:
-/// `00-{trace-id: 32 hex}-{parent-id: 16 hex}-{flags: 2 hex}`, lowercase
-/// hex, neither id all zeros.
+/// Whether `value` is a W3C `traceparent` this crate takes: version `00`
+/// exactly as `00-{trace-id: 32 hex}-{parent-id: 16 hex}-{flags: 2 hex}`,
+/// lowercase hex, neither id all zeros; or a higher version (not `ff`,
+/// which is invalid) whose first four fields have that form, followed by
+/// the end or a `-` and whatever a later version adds (W3C Trace Context
+/// §4.3: parse the fields known, ignore the rest).
 ///
 /// ```
 /// use tower_quality_gate::propagate::is_valid_traceparent;
 ///
 /// assert!(is_valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// assert!(is_valid_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+/// assert!(!is_valid_traceparent(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// assert!(!is_valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
 /// assert!(!is_valid_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
 /// assert!(!is_valid_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
 /// ```
 pub fn is_valid_traceparent(value: &[u8]) -> bool {
+    parse_traceparent(value).is_some()
+}
+
+/// The four fields of a valid `traceparent`, as hex text.
+struct TraceParent<'a> {
+    version: &'a [u8],
+    trace_id: &'a [u8],
+    parent_id: &'a [u8],
+    flags: &'a [u8],
+}
+
+/// The fields of a valid `traceparent` (see [`is_valid_traceparent`]).
+fn parse_traceparent(value: &[u8]) -> Option<TraceParent<'_>> {
     let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
-    match value {
-        [b'0', b'0', b'-', rest @ ..] if rest.len() == 52 => {
-            let (trace_id, rest) = rest.split_at(32);
-            let (dash1, rest) = rest.split_at(1);
-            let (parent_id, rest) = rest.split_at(16);
-            let (dash2, flags) = rest.split_at(1);
-            dash1 == b"-"
-                && dash2 == b"-"
-                && hex(trace_id)
-                && hex(parent_id)
-                && hex(flags)
-                && nonzero(trace_id)
-                && nonzero(parent_id)
-        }
-        _ => false,
+    if value.len() < 55 {
+        return None;
     }
+    let (head, rest) = value.split_at(55);
+    let version = &head[..2];
+    let (trace_id, parent_id, flags) = (&head[3..35], &head[36..52], &head[53..55]);
+    let well_formed = hex(version)
+        && version != b"ff"
+        && head[2] == b'-'
+        && head[35] == b'-'
+        && head[52] == b'-'
+        && hex(trace_id)
+        && hex(parent_id)
+        && hex(flags)
+        && nonzero(trace_id)
+        && nonzero(parent_id);
+    // Version 00 has exactly four fields; a later one may add more after a `-`.
+    let tail_ok = match version {
+        b"00" => rest.is_empty(),
+        _ => rest.is_empty() || rest[0] == b'-',
+    };
+    (well_formed && tail_ok).then_some(TraceParent {
+        version,
+        trace_id,
+        parent_id,
+        flags,
+    })
+}
+
+/// The `traceparent` to send on for a valid incoming one: a version-`00`
+/// header as it came, a later version as version `00` with its trace id,
+/// parent id and sampled flag (the only fields this version knows).
+fn traceparent(value: &HeaderValue) -> Option<HeaderValue> {
+    let TraceParent {
+        version,
+        trace_id,
+        parent_id,
+        flags,
+    } = parse_traceparent(value.as_bytes())?;
+    if version == b"00" {
+        return Some(value.clone());
+    }
+    // The low hex digit's value is odd when the sampled bit is set.
+    let low = match flags[1] {
+        d @ b'0'..=b'9' => d - b'0',
+        d => d - b'a' + 10,
+    };
+    let sampled = if low & 1 == 1 { "01" } else { "00" };
+    let mut out = Vec::with_capacity(55);
+    for part in [b"00".as_slice(), trace_id, parent_id] {
+        out.extend_from_slice(part);
+        out.push(b'-');
+    }
+    out.extend_from_slice(sampled.as_bytes());
+    HeaderValue::from_bytes(&out).ok()
 }
 
 fn is_valid_request_id(value: &[u8]) -> bool {
@@ -415,8 +520,7 @@ mod tests {
         ));
         for bad in [
             "",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // uppercase
@@ -455,9 +559,10 @@ mod tests {
             got.tracestate.as_ref().unwrap(),
             "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
         );
+        // 250 ms less the margin for the answer's way back.
         assert_eq!(
             got.deadline(),
-            Some(Instant::now() + Duration::from_millis(250))
+            Some(Instant::now() + Duration::from_millis(225))
         );
         assert_eq!(Propagation::none().extract(&all), Propagated::default());
 
@@ -522,8 +627,63 @@ mod tests {
         assert_eq!(applied.options().headers[TRACESTATE], "a=b");
         assert_eq!(
             applied.options().deadline,
-            Some(Instant::now() + Duration::from_secs(1))
+            Some(Instant::now() + Duration::from_millis(950)) // 1 s less 50 ms
         );
+
+        // Its own tracestate without a traceparent: the incoming parent
+        // fills the gap, its state stays.
+        let own_state = QualityRequest::new("t", "a").header(
+            HeaderName::from_static(TRACESTATE),
+            HeaderValue::from_static("own=1"),
+        );
+        let applied = Propagation::default()
+            .extract(&headers(&[("traceparent", PARENT), ("tracestate", "a=b")]))
+            .apply(own_state);
+        assert_eq!(applied.options().headers[TRACEPARENT], PARENT);
+        assert_eq!(applied.options().headers[TRACESTATE], "own=1");
+    }
+
+    #[test]
+    fn deadline_margin_is_a_tenth_up_to_50ms() {
+        assert_eq!(deadline_margin(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            deadline_margin(Duration::from_millis(20)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_millis(500)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_secs(3600)),
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn later_traceparent_versions_are_parsed_as_w3c_says() {
+        let ids = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        for (value, sent) in [
+            (format!("01-{ids}-01"), format!("00-{ids}-01")),
+            (format!("01-{ids}-01-extra"), format!("00-{ids}-01")),
+            (format!("fe-{ids}-09-x-y"), format!("00-{ids}-01")),
+            (format!("cc-{ids}-0b"), format!("00-{ids}-01")),
+            (format!("02-{ids}-08"), format!("00-{ids}-00")),
+            (format!("02-{ids}-fe-"), format!("00-{ids}-00")),
+        ] {
+            let value = HeaderValue::from_str(&value).unwrap();
+            assert_eq!(traceparent(&value).unwrap(), sent, "{value:?}");
+        }
+        for bad in [
+            format!("ff-{ids}-01"),          // ff is invalid
+            format!("01-{ids}-01x"),         // flags not followed by the end or a dash
+            format!("01-{ids}-1"),           // short
+            format!("0g-{ids}-01"),          // version not hex
+            format!("00-{ids}-01-extra"),    // version 00 has four fields
+            format!("01-{}-01", &ids[..47]), // short parent id
+        ] {
+            assert!(!is_valid_traceparent(bad.as_bytes()), "{bad:?}");
+        }
     }
 
     proptest! {
@@ -561,9 +721,12 @@ mod tests {
             let value = format!("00-{trace}-{parent}-{flags}");
             let zero = trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0');
             prop_assert_eq!(is_valid_traceparent(value.as_bytes()), !zero);
-            // Anything else of another length or shape is refused, never a panic.
+            // Anything shorter than four fields is refused, never a panic.
             let other = is_valid_traceparent(noise.as_bytes());
-            prop_assert!(!other || noise.len() == 55);
+            prop_assert!(!other || noise.len() >= 55);
+            // A later version takes the same four fields, and whatever follows a dash.
+            let later = format!("7f-{trace}-{parent}-{flags}-{noise}");
+            prop_assert_eq!(is_valid_traceparent(later.as_bytes()), !zero);
         }
     }
 }

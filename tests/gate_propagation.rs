@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_quality_gate::gate::{DeriveQualityRequest, QualityGateLayer};
-use tower_quality_gate::propagate::Propagation;
+use tower_quality_gate::propagate::{deadline_margin, Propagation};
 use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{QualityClient, QualityRequest};
 
@@ -104,6 +104,55 @@ async fn invalid_trace_context_and_ids_are_not_forwarded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_derive_functions_own_tracestate_is_kept() {
+    let coordinator = TestCoordinator::start().await;
+    let client = QualityClient::new(coordinator.url()).unwrap();
+    // Its own vendor entry, no traceparent of its own.
+    let derive = |req: Request<String>| async move {
+        let check = QualityRequest::new("task-1", "agent-1").header(
+            http::HeaderName::from_static("tracestate"),
+            http::HeaderValue::from_static("orchestrator=own"),
+        );
+        Ok::<_, Response<String>>((check, req))
+    };
+    let inner = service_fn(|req: Request<String>| async move {
+        Ok::<_, Infallible>(Response::new(req.into_body()))
+    });
+    let service = QualityGateLayer::new(client, derive).layer(inner);
+
+    let req = incoming()
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(service.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    let sent = &coordinator.requests()[0].headers;
+    assert_eq!(sent["traceparent"], TRACEPARENT);
+    assert_eq!(sent["tracestate"], "orchestrator=own");
+    assert_eq!(sent.get_all("tracestate").iter().count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_traceparent_version_is_sent_on_as_version_00() {
+    let coordinator = TestCoordinator::start().await;
+    let client = QualityClient::new(coordinator.url()).unwrap();
+    let (service, _) = gated(QualityGateLayer::new(client, derive));
+
+    let req = incoming()
+        .header(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what-comes-next",
+        )
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .body(String::from("task-1"))
+        .unwrap();
+    assert_eq!(service.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    let sent = &coordinator.requests()[0].headers;
+    assert_eq!(sent["traceparent"], TRACEPARENT); // flags: the sampled bit only
+    assert_eq!(sent["tracestate"], "congo=t61rcWkgMzE");
+}
+
+#[tokio::test(start_paused = true)]
 async fn propagation_can_be_turned_off() {
     let coordinator = TestCoordinator::start().await;
     coordinator.always(Reply::approve().delay(Duration::from_secs(1)));
@@ -146,7 +195,12 @@ async fn grpc_timeout_bounds_the_check_and_the_gate_answers_as_for_a_timeout() {
         .unwrap();
     let response = service.oneshot(req).await.unwrap();
 
-    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    // 200 ms less the margin left for the answer to reach the caller.
+    assert_eq!(
+        deadline_margin(Duration::from_millis(200)),
+        Duration::from_millis(20)
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(180));
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
     assert_eq!(body["kind"], "timeout");
@@ -182,7 +236,7 @@ async fn grpc_timeout_also_bounds_the_wait_for_a_client_slot() {
         response = second => response.unwrap(),
     };
 
-    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(start.elapsed(), Duration::from_millis(180)); // less the margin
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(coordinator.hits(), 1); // the second check was never sent
     assert_eq!(handled.load(Ordering::SeqCst), 0);

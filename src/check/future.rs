@@ -80,8 +80,7 @@ impl ResponseFuture {
         let (parts, body) = response.into_parts();
         let status = parts.status;
         self.metrics.status(status);
-        self.span
-            .record("http.response.status_code", status.as_u16());
+        crate::trace::attempt_status(&self.span, status);
         self.span
             .record("network.protocol.version", protocol_version(parts.version));
         if status.is_success() {
@@ -111,12 +110,7 @@ impl ResponseFuture {
                 tracing::debug!(approved = verdict.approved, gate = %verdict.gate, "verdict");
             }
             Err(err) => {
-                let kind = match err.status() {
-                    Some(status) => status.as_str().to_owned(),
-                    None => err.kind().as_str().to_owned(),
-                };
-                self.span.record("error.type", kind.as_str());
-                self.span.record("otel.status_code", "ERROR");
+                crate::trace::attempt_failed(&self.span, err);
                 tracing::debug!(error = %err, retryable = err.is_retryable(), "attempt failed");
             }
         }
@@ -224,6 +218,15 @@ impl ResponseFuture {
                     .status_error_using(secrets, status, body, retry_after),
                 None => self.config.status_error(status, body, retry_after),
             })
+        }
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        // Dropped while in flight: cut by a timer, or cancelled.
+        if matches!(self.state, State::Sending(_) | State::Reading { .. }) {
+            crate::trace::attempt_dropped(&self.span);
         }
     }
 }

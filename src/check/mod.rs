@@ -122,6 +122,7 @@ impl QualityCheck {
             }
             headers.insert(name.clone(), value);
         }
+        crate::trace::inject_context(&span, call, headers);
         // A call's own headers may carry a credential too (a per-call
         // `authorization`): an error body that echoes it is scrubbed of it.
         let call_secrets = if call.headers().is_empty() {

@@ -40,6 +40,8 @@ pin_project! {
         forward: Option<Fwd>,
         // The incoming request's context, added to the derived check.
         propagated: Option<Propagated>,
+        // The gate's span, entered while any step runs.
+        span: tracing::Span,
     }
 }
 
@@ -73,6 +75,7 @@ where
         inner_ready: bool,
         reject: R,
         propagated: Propagated,
+        span: tracing::Span,
     ) -> Self {
         ResponseFuture {
             state: State::Derive { future: derive },
@@ -82,6 +85,7 @@ where
             reject,
             forward: None,
             propagated: Some(propagated),
+            span,
         }
     }
 }
@@ -98,6 +102,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         // One step after another, each entered only when the one before is
         // done: nothing races, and the inner service is never polled before
         // an approval.
@@ -182,6 +187,7 @@ where
                 }
                 StateProj::Done => return Poll::Pending,
             };
+            crate::trace::gate_verdict(this.span, &verdict);
             if verdict.is_approved() {
                 this.state.set(State::InnerReady);
                 continue;

@@ -68,8 +68,22 @@
 //! (counted from the request's arrival, so reading the body counts) and a
 //! timed-out check is answered as any other timeout (`504` by default).
 //! Invalid values are ignored; what the derive function sets on the check
-//! itself wins. [`QualityGateLayer::propagate`] changes it,
+//! itself wins (its own `tracestate` too, even with no `traceparent`).
+//! [`QualityGateLayer::propagate`] changes it,
 //! [`QualityGateLayer::no_propagation`] turns it off.
+//!
+//! Each request runs in a `quality_gate.gate` span (INFO, with
+//! `quality_gate.verdict` = `approved`, `rejected` or `unavailable`): the
+//! derive function, the check (whose `quality_gate.check` span is its
+//! child) and the inner service. With the `opentelemetry` feature the gate
+//! *joins* the caller's trace instead of relaying it: its span's parent is
+//! the context the global propagator extracts from the request, and each
+//! attempt of the check sends its own span's context ([`crate::otel`]).
+//!
+//! A propagated `grpc-timeout` ends the check a little before the caller
+//! gives up ([`deadline_margin`](crate::propagate::deadline_margin)), so
+//! that the gate's answer (a `DEADLINE_EXCEEDED` with its metadata) reaches
+//! the caller before the caller's own timer fires.
 //!
 //! # With axum
 //!
@@ -294,8 +308,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let span = crate::trace::gate_span();
         // Read now, before the body: a deadline counts from the arrival.
         let propagated = self.propagated(&req);
+        // With OpenTelemetry the gate's span joins the caller's trace, and
+        // the check's attempts send their own context instead of the relay.
+        #[cfg(feature = "opentelemetry")]
+        let propagated =
+            if self.propagation.get_trace_context() && crate::otel::join(&span, req.headers()) {
+                propagated.without_trace_context()
+            } else {
+                propagated
+            };
         // Take the inner service driven ready by poll_ready into the future,
         // leaving an unready clone for the next call.
         let fresh = self.inner.clone();
@@ -308,6 +332,7 @@ where
             ready,
             self.reject.clone(),
             propagated,
+            span,
         )
     }
 }

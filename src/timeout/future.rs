@@ -97,7 +97,7 @@ where
         let mut this = self.project();
         // The inner call first: an answer that is ready wins over a timer
         // that fired in the same tick.
-        if let Some(inner) = this.inner.as_pin_mut() {
+        if let Some(inner) = this.inner.as_mut().as_pin_mut() {
             if let Poll::Ready(result) = inner.poll(cx) {
                 this.attempt.take();
                 return Poll::Ready(result);
@@ -118,6 +118,8 @@ where
             }
         }
         this.attempt.take();
+        // Dropped now, not when this future is: its span ends as a timeout.
+        crate::trace::timed_out(|| this.inner.set(None));
         // The cause of a call that ran out of time is its last failed
         // attempt, if one was retried; an attempt's own timeout has none.
         let cause = match this.kind {

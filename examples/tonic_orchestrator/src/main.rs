@@ -15,7 +15,16 @@
 //! Both carry the incoming call's deadline (`grpc-timeout`) and ids
 //! (`x-request-id`, `traceparent`) into the check: the first reads them
 //! from the request's metadata (`tower_quality_gate::propagate`), the gate layer
-//! does it by itself.
+//! does it by itself. The check ends a margin before the caller's deadline
+//! (`propagate::deadline_margin`), so a hurried caller gets the server's
+//! `DEADLINE_EXCEEDED` with `x-error-kind` and `x-request-id`, not its own.
+//!
+//! Traces, in both modes: without the `opentelemetry` feature the caller's
+//! `traceparent` is relayed to the coordinator as it came. With it, a
+//! `tracing-opentelemetry` layer (in-memory exporter here) and the W3C
+//! propagator are installed: both services join the caller's trace, each
+//! attempt sends its own `POST` span as the coordinator's parent, and the
+//! self-test prints the spans and checks that parent.
 //!
 //! Without `COORDINATOR_URL` it starts an in-process coordinator that
 //! approves `task-approved`, rejects `task-rejected`, fails on
@@ -25,12 +34,15 @@
 //!
 //! ```text
 //! cargo run -p tonic_orchestrator
+//! cargo run -p tonic_orchestrator --features opentelemetry
 //! cargo run -p tonic_orchestrator -- --serve
 //! ```
 
 mod gated;
 mod service;
 mod status;
+#[path = "../../common/traces.rs"]
+mod traces;
 
 /// The code generated from `proto/orchestrator.proto`.
 pub mod pb {
@@ -97,7 +109,11 @@ fn completion(task_id: &str, agent_id: &str) -> CompleteTaskRequest {
 /// Calls both services as an agent would, prints the answers, and checks
 /// the codes: exact ones against the in-process coordinator, plausible ones
 /// against a real one.
-async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
+async fn self_test(
+    addr: SocketAddr,
+    coordinator: Option<&TestCoordinator>,
+) -> Result<(), BoxError> {
+    let scripted = coordinator.is_some();
     let url = format!("http://{addr}");
     let mut checking = OrchestratorClient::connect(url.clone()).await?;
     let mut gated = GatedOrchestratorClient::connect(url).await?;
@@ -171,11 +187,83 @@ async fn self_test(addr: SocketAddr, scripted: bool) -> Result<(), BoxError> {
     if !(in_time && expected) {
         return Err(format!("a hurried call got {code:?} after {took:?}").into());
     }
+    if scripted {
+        hurried_gated_calls(&gated).await?;
+    }
+    if let Some(coordinator) = coordinator {
+        traced_calls(&mut checking, &mut gated, coordinator).await?;
+    }
     Ok(())
+}
+
+/// Ten gated calls at once, each waiting 300 ms at most, against a
+/// coordinator that takes 3 s: the gate ends each check a margin before the
+/// caller's deadline, so at least nine get the server's `DEADLINE_EXCEEDED`
+/// with its metadata (`x-error-kind`, `x-request-id`), not their own.
+async fn hurried_gated_calls(
+    gated: &GatedOrchestratorClient<tonic::transport::Channel>,
+) -> Result<(), BoxError> {
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut gated = gated.clone();
+            tokio::spawn(async move {
+                let mut hurried = tonic::Request::new(completion("task-slow", "agent-7"));
+                hurried.set_timeout(Duration::from_millis(300));
+                gated.complete_task(hurried).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(calls.len());
+    for call in calls {
+        answers.push(call.await?);
+    }
+    let from_server = answers
+        .iter()
+        .filter(|answer| match answer {
+            Err(status) => {
+                status.code() == Code::DeadlineExceeded
+                    && status.metadata().get("x-error-kind").is_some()
+                    && status.metadata().get("x-request-id").is_some()
+            }
+            Ok(_) => false,
+        })
+        .count();
+    println!("GatedOrchestrator/CompleteTask \"task-slow\" x10 within 300 ms -> {from_server} of 10 answered by the server");
+    if from_server < 9 {
+        return Err(
+            format!("only {from_server} of 10 hurried calls got the server's answer").into(),
+        );
+    }
+    Ok(())
+}
+
+/// One call to each service with the caller's `traceparent`, then the
+/// parent the coordinator got (see `examples/common/traces.rs`).
+async fn traced_calls(
+    checking: &mut OrchestratorClient<tonic::transport::Channel>,
+    gated: &mut GatedOrchestratorClient<tonic::transport::Channel>,
+    coordinator: &TestCoordinator,
+) -> Result<(), BoxError> {
+    let traced = || -> Result<_, BoxError> {
+        let mut request = tonic::Request::new(completion("task-traced", "agent-7"));
+        request
+            .metadata_mut()
+            .insert("traceparent", traces::caller().parse()?);
+        Ok(request)
+    };
+    checking.complete_task(traced()?).await?;
+    println!("Orchestrator/CompleteTask with a traceparent -> Ok");
+    traces::check_coordinator_parent(coordinator, "task-traced")?;
+    gated.complete_task(traced()?).await?;
+    println!("GatedOrchestrator/CompleteTask with a traceparent -> Ok");
+    traces::check_coordinator_parent(coordinator, "task-traced")
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    #[cfg(feature = "opentelemetry")]
+    traces::install("tonic_orchestrator");
+    #[cfg(not(feature = "opentelemetry"))]
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .init();
@@ -201,7 +289,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let server = tokio::spawn(router.serve_with_incoming(incoming));
-    let result = self_test(addr, local.is_some()).await;
+    let result = self_test(addr, local.as_ref()).await;
     server.abort();
     result?;
     println!("all answers as expected");

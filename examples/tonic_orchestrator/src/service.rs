@@ -1,30 +1,26 @@
 //! The orchestrator's two gRPC services.
 
-use std::time::Duration;
-
 use tonic::{Request, Response, Status};
-use tower_quality_gate::propagate::{parse_grpc_timeout, Propagation, GRPC_TIMEOUT};
+use tower_quality_gate::propagate::Propagation;
 use tower_quality_gate::{QualityClient, Verdict};
+use tracing::Instrument;
 
 use crate::pb::gated_orchestrator_server::GatedOrchestrator;
 use crate::pb::orchestrator_server::Orchestrator;
 use crate::pb::{CompleteTaskReply, CompleteTaskRequest};
 use crate::status::{check_for, status_for};
 
-/// Time kept back from the caller's deadline to send the answer: the check
-/// ends this much before it, so the caller gets this service's
-/// `DEADLINE_EXCEEDED` (and its message) rather than tonic's own
-/// `CANCELLED` when the deadline passes.
-const ANSWER_MARGIN: Duration = Duration::from_millis(20);
-
 /// `Orchestrator`: asks the quality gate through a shared client (its
 /// clones share the connection pool, the concurrency limit and the retry
 /// budget).
 ///
-/// Each check carries the gRPC call's context: it ends before the caller's
-/// deadline (`grpc-timeout`: tonic applies it to the handler but has no
-/// getter, so it is read from the metadata), and sends the caller's
-/// `x-request-id` and `traceparent` to the coordinator.
+/// Each check carries the gRPC call's context: it ends a margin before the
+/// caller's deadline (`grpc-timeout`: tonic applies it to the handler but
+/// has no getter, so `Propagation` reads it from the metadata and keeps
+/// `deadline_margin` back for the answer), so the caller gets this
+/// service's `DEADLINE_EXCEEDED` with its metadata rather than its own;
+/// it sends the caller's `x-request-id`, and joins the caller's trace
+/// (feature `opentelemetry`) or relays its `traceparent`.
 #[derive(Clone, Debug)]
 pub struct Checking {
     client: QualityClient,
@@ -43,20 +39,17 @@ impl Orchestrator for Checking {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<CompleteTaskReply>, Status> {
-        let metadata = request.metadata();
-        let budget = metadata
-            .get(GRPC_TIMEOUT)
-            .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-            .map(|d| d.saturating_sub(ANSWER_MARGIN));
-        // Ids and trace context; the deadline is taken above, with the margin.
+        let headers = request.metadata().as_ref();
+        let span = tracing::info_span!("complete_task");
+        #[cfg(feature = "opentelemetry")]
+        let joined = tower_quality_gate::otel::join(&span, headers);
+        #[cfg(not(feature = "opentelemetry"))]
+        let joined = false;
         let context = Propagation::default()
-            .deadline(false)
-            .extract(metadata.as_ref());
-        let mut check = context.apply(check_for(request.into_inner())?);
-        if let Some(budget) = budget {
-            check = check.timeout(budget);
-        }
-        match self.client.verdict(check).await {
+            .trace_context(!joined)
+            .extract(headers);
+        let check = context.apply(check_for(request.into_inner())?);
+        match self.client.verdict(check).instrument(span).await {
             Verdict::Approved(v) => Ok(Response::new(CompleteTaskReply {
                 accepted: true,
                 gate: v.gate,
