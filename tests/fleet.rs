@@ -1,0 +1,322 @@
+//! A fleet of orchestrators: 8 independent `QualityClient`s, 64 closed-loop
+//! callers each, against the same in-process coordinators, on tokio's
+//! paused clock (deterministic, a few seconds of real time each).
+//!
+//! How to read the figures: the runs last 20 s of (virtual) time and the
+//! figures are over the last 10 s, unless a scenario says otherwise; "in
+//! flight" is the coordinator's mean, queued checks included, sampled every
+//! 10 ms; p99 is the coordinator's own (arrival to response head, queue
+//! included). A caller whose call failed waits 100 ms before its next one,
+//! as an orchestrator that got an error would.
+//!
+//! `cargo test --test fleet -- --nocapture` prints the figures;
+//! `cargo test --release --test fleet -- --ignored --nocapture` runs the
+//! longer real-time measurements (the retry budget's promise on a real
+//! clock, about 40 s).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower_quality_gate::limit::AdaptiveLimitConfig;
+use tower_quality_gate::testing::{Reply, TestCoordinator};
+use tower_quality_gate::{ClientBuilder, QualityClient, QualityRequest};
+
+/// The coordinator's service time per check.
+const T: Duration = Duration::from_millis(30);
+/// Checks it serves at a time: 16 / 30 ms = 533 checks/s.
+const C: usize = 16;
+const CLIENTS: usize = 8;
+const CALLERS: usize = 64;
+/// How long a caller whose call failed waits before its next call.
+const AFTER_FAILURE: Duration = Duration::from_millis(100);
+
+fn capacity_per_sec(c: usize) -> f64 {
+    c as f64 / T.as_secs_f64()
+}
+
+/// What the callers of one client saw: when each call started and ended,
+/// and whether it was approved.
+#[derive(Default)]
+struct Record {
+    calls: Mutex<Vec<(Instant, Instant, bool)>>,
+}
+
+impl Record {
+    fn ok_between(&self, from: Instant, to: Instant) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, end, ok)| *ok && *end >= from && *end < to)
+            .count()
+    }
+
+    /// Failed calls that started at or after `from`.
+    fn failed_started_after(&self, from: Instant) -> usize {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(start, _, ok)| !*ok && *start >= from)
+            .count()
+    }
+
+    /// The longest a failed call took.
+    fn slowest_failure(&self) -> Duration {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, _, ok)| !*ok)
+            .map(|(start, end, _)| *end - *start)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// One client and its callers.
+struct Member {
+    record: Arc<Record>,
+    callers: Vec<JoinHandle<()>>,
+}
+
+/// Clients and their callers, stopped together.
+struct Fleet {
+    stop: Arc<AtomicBool>,
+    members: Vec<Member>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        Fleet {
+            stop: Arc::new(AtomicBool::new(false)),
+            members: Vec::new(),
+        }
+    }
+
+    /// Starts a client of its own with `callers` closed-loop callers.
+    fn join(&mut self, client: QualityClient, callers: usize) {
+        let record = Arc::new(Record::default());
+        let n = self.members.len();
+        let callers = (0..callers)
+            .map(|i| {
+                let (client, stop, record) = (client.clone(), self.stop.clone(), record.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        sent += 1;
+                        let req = QualityRequest::new(format!("c{n}-{i}-{sent}"), "agent");
+                        let start = Instant::now();
+                        let ok = matches!(client.check(req).await, Ok(v) if v.approved);
+                        record
+                            .calls
+                            .lock()
+                            .unwrap()
+                            .push((start, Instant::now(), ok));
+                        if !ok {
+                            tokio::time::sleep(AFTER_FAILURE).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        self.members.push(Member { record, callers });
+    }
+
+    async fn stop(self) -> Vec<Arc<Record>> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut records = Vec::new();
+        for m in self.members {
+            for c in m.callers {
+                c.await.unwrap();
+            }
+            records.push(m.record);
+        }
+        records
+    }
+}
+
+/// Samples the calls in flight at `coordinators` (summed) every 10 ms
+/// until `until`.
+fn sample_in_flight(
+    coordinators: Vec<Arc<TestCoordinator>>,
+    until: Instant,
+) -> JoinHandle<Vec<usize>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while Instant::now() < until {
+            samples.push(coordinators.iter().map(|c| c.in_flight()).sum());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        samples
+    })
+}
+
+/// The client every orchestrator of the fleet runs: the adaptive limit on,
+/// the fixed one off, everything else default.
+fn fleet_builder(url: String) -> ClientBuilder {
+    QualityClient::builder(url)
+        .adaptive_concurrency(AdaptiveLimitConfig::default())
+        .concurrency_limit(None)
+}
+
+fn jain(x: &[usize]) -> f64 {
+    let sum: f64 = x.iter().map(|&v| v as f64).sum();
+    let squares: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
+    if squares == 0.0 {
+        return 0.0;
+    }
+    sum * sum / (x.len() as f64 * squares)
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// The figures of a run, over its measured span.
+#[derive(Debug)]
+struct Figures {
+    shares: Vec<usize>,
+    jain: f64,
+    goodput: f64,
+    in_flight: f64,
+    p99: Duration,
+    hits_per_success: f64,
+    /// The most arrivals in one 100 ms slot, over the mean.
+    burst: f64,
+}
+
+impl Figures {
+    fn print(&self, name: &str) {
+        eprintln!(
+            "{name}: Jain {:.3}, goodput {:.0}/s, coordinator in flight {:.1} (capacity {C}), p99 {:?}, {:.2} hits per success, busiest 100 ms slot {:.2}x the mean; approved per client {:?}",
+            self.jain, self.goodput, self.in_flight, self.p99, self.hits_per_success, self.burst, self.shares
+        );
+    }
+}
+
+/// Runs `fleet` until `end`, measuring from `from`: `coordinator` is reset
+/// then, so its hits and latencies are the span's.
+async fn measure(
+    fleet: Fleet,
+    coordinator: &Arc<TestCoordinator>,
+    start: Instant,
+    from: Duration,
+    end: Duration,
+) -> (Figures, Vec<Arc<Record>>) {
+    tokio::time::sleep_until(start + from).await;
+    coordinator.reset();
+    let sampler = sample_in_flight(vec![coordinator.clone()], start + end);
+    tokio::time::sleep_until(start + end).await;
+    let hits = coordinator.hits();
+    let arrivals: Vec<Instant> = coordinator.requests().iter().map(|r| r.at).collect();
+    let latencies = coordinator.latencies();
+    let records = fleet.stop().await;
+    let samples = sampler.await.unwrap();
+    let (from, to) = (start + from, start + end);
+    let shares: Vec<usize> = records.iter().map(|r| r.ok_between(from, to)).collect();
+    let ok: usize = shares.iter().sum();
+    let secs = (to - from).as_secs_f64();
+    let slot = Duration::from_millis(100);
+    let slots = (secs / slot.as_secs_f64()) as usize;
+    let mut per_slot = vec![0usize; slots];
+    for at in arrivals {
+        let i = ((at - from).as_secs_f64() / slot.as_secs_f64()) as usize;
+        if let Some(n) = per_slot.get_mut(i) {
+            *n += 1;
+        }
+    }
+    let mean_slot = per_slot.iter().sum::<usize>() as f64 / slots as f64;
+    let figures = Figures {
+        jain: jain(&shares),
+        goodput: ok as f64 / secs,
+        in_flight: samples.iter().sum::<usize>() as f64 / samples.len().max(1) as f64,
+        p99: percentile(latencies, 0.99),
+        hits_per_success: hits as f64 / ok.max(1) as f64,
+        burst: per_slot.iter().copied().max().unwrap_or(0) as f64 / mean_slot.max(1e-9),
+        shares,
+    };
+    (figures, records)
+}
+
+#[tokio::test(start_paused = true)]
+async fn eight_clients_share_one_coordinator_fairly() {
+    let coordinator = Arc::new(TestCoordinator::start().await);
+    coordinator.capacity(C, T);
+    let start = Instant::now();
+    let mut fleet = Fleet::new();
+    for _ in 0..CLIENTS {
+        fleet.join(fleet_builder(coordinator.url()).build().unwrap(), CALLERS);
+    }
+    let (f, _) = measure(
+        fleet,
+        &coordinator,
+        start,
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    )
+    .await;
+    f.print("8 clients x 64 callers");
+    assert!(f.jain >= 0.90, "{f:?}");
+    assert!(f.goodput >= 0.9 * capacity_per_sec(C), "{f:?}");
+    assert!(f.p99 <= T * 2, "{f:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_joiners_one_a_second_get_their_share() {
+    let coordinator = Arc::new(TestCoordinator::start().await);
+    coordinator.capacity(C, T);
+    let start = Instant::now();
+    let mut fleet = Fleet::new();
+    for n in 0..CLIENTS {
+        tokio::time::sleep_until(start + Duration::from_secs(n as u64)).await;
+        fleet.join(fleet_builder(coordinator.url()).build().unwrap(), CALLERS);
+    }
+    // The last joined at 7 s: Jain over the last 8 s, all present.
+    let (f, _) = measure(
+        fleet,
+        &coordinator,
+        start,
+        Duration::from_secs(12),
+        Duration::from_secs(20),
+    )
+    .await;
+    f.print("late joiners, 1 a second");
+    assert!(f.jain >= 0.85, "{f:?}");
+    assert!(f.goodput >= 0.9 * capacity_per_sec(C), "{f:?}");
+    assert!(f.in_flight <= 1.3 * C as f64, "{f:?}");
+    assert!(f.p99 <= T * 2, "{f:?}");
+}
+
+/// The coordinator answers 503 with `Retry-After: 1` to every check beyond
+/// its capacity (no queue): the fleet backs off on it, and the retries of
+/// the callers it turned away come back spread, not in one slot.
+#[tokio::test(start_paused = true)]
+async fn pushback_with_retry_after_is_met_gently() {
+    let coordinator = Arc::new(TestCoordinator::start().await);
+    coordinator
+        .capacity(C, T)
+        .shed_above(0, Reply::status(503).retry_after("1"));
+    let start = Instant::now();
+    let mut fleet = Fleet::new();
+    for _ in 0..CLIENTS {
+        fleet.join(fleet_builder(coordinator.url()).build().unwrap(), CALLERS);
+    }
+    let (f, _) = measure(
+        fleet,
+        &coordinator,
+        start,
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+    )
+    .await;
+    f.print("503 + Retry-After: 1 above capacity");
+    assert!(f.hits_per_success <= 2.0, "{f:?}");
+    assert!(f.burst <= 3.0, "{f:?}");
+    assert!(f.jain >= 0.85, "{f:?}");
+}
