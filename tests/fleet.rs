@@ -62,12 +62,12 @@ impl Record {
             .count()
     }
 
-    /// The longest a failed call took.
-    fn slowest_failure(&self) -> Duration {
+    /// The longest a failed call that started at or after `from` took.
+    fn slowest_failure(&self, from: Instant) -> Duration {
         let calls = self.calls.lock().unwrap();
         calls
             .iter()
-            .filter(|(_, _, ok)| !*ok)
+            .filter(|(start, _, ok)| !*ok && *start >= from)
             .map(|(start, end, _)| *end - *start)
             .max()
             .unwrap_or_default()
@@ -319,4 +319,147 @@ async fn pushback_with_retry_after_is_met_gently() {
     assert!(f.hits_per_success <= 2.0, "{f:?}");
     assert!(f.burst <= 3.0, "{f:?}");
     assert!(f.jain >= 0.85, "{f:?}");
+}
+
+/// Two coordinators of capacity 8 each, on 127.0.0.1 and 127.0.0.2, that a
+/// resolver names, and `n` fleet clients discovering them with the default
+/// interval.
+async fn discovered_fleet(
+    set: Vec<usize>,
+) -> (
+    Vec<Arc<TestCoordinator>>,
+    Arc<Mutex<Vec<std::net::SocketAddr>>>,
+) {
+    let mut coordinators = Vec::new();
+    for last in 1..=2u8 {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, last], 0));
+        let c = TestCoordinator::start_on(addr).await.unwrap();
+        c.capacity(C / 2, T);
+        c.record_requests(true);
+        coordinators.push(Arc::new(c));
+    }
+    let named = set.iter().map(|&i| coordinators[i].addr()).collect();
+    (coordinators, Arc::new(Mutex::new(named)))
+}
+
+fn discovering_client(set: &Arc<Mutex<Vec<std::net::SocketAddr>>>) -> QualityClient {
+    let set = set.clone();
+    let resolver = move |_: &str| {
+        let addrs = set.lock().unwrap().clone();
+        async move { Ok::<_, std::io::Error>(addrs) }
+    };
+    fleet_builder("http://coordinator.test".into())
+        .discover_replicas(resolver, None)
+        .build()
+        .unwrap()
+}
+
+/// Approved calls per second, in one-second bins from `from`.
+fn goodput_by_second(records: &[Arc<Record>], from: Instant, secs: u64) -> Vec<usize> {
+    (0..secs)
+        .map(|s| {
+            let lo = from + Duration::from_secs(s);
+            records
+                .iter()
+                .map(|r| r.ok_between(lo, lo + Duration::from_secs(1)))
+                .sum()
+        })
+        .collect()
+}
+
+/// Both discovered replicas go down for 5 s: calls fail fast (no failed
+/// call takes longer than its attempts' backoff), not at their deadline;
+/// once they are back, both take load at once, goodput is whole again
+/// within 3 s, and no call started after their return fails.
+#[tokio::test(start_paused = true)]
+async fn an_outage_of_every_discovered_replica_fails_fast_and_recovers() {
+    let (coordinators, set) = discovered_fleet(vec![0, 1]).await;
+    let start = Instant::now();
+    let mut fleet = Fleet::new();
+    for _ in 0..CLIENTS {
+        fleet.join(discovering_client(&set), CALLERS);
+    }
+    tokio::time::sleep_until(start + Duration::from_secs(6)).await;
+    for c in &coordinators {
+        c.stop().await;
+    }
+    let down = Instant::now();
+    tokio::time::sleep_until(down + Duration::from_secs(5)).await;
+    for c in &coordinators {
+        c.restart().await.unwrap();
+        c.reset();
+    }
+    let back = Instant::now();
+    tokio::time::sleep_until(back + Duration::from_secs(1)).await;
+    let hits_first_second: Vec<usize> = coordinators.iter().map(|c| c.hits()).collect();
+    tokio::time::sleep_until(back + Duration::from_secs(5)).await;
+    let records = fleet.stop().await;
+
+    // Calls queued on the client side when the outage began fail once
+    // their turn comes; those started in it fail at once.
+    let slowest_queued = records
+        .iter()
+        .map(|r| r.slowest_failure(start))
+        .max()
+        .unwrap();
+    let slowest = records
+        .iter()
+        .map(|r| r.slowest_failure(down + Duration::from_millis(500)))
+        .max()
+        .unwrap();
+    let lost: usize = records.iter().map(|r| r.failed_started_after(back)).sum();
+    let failed_in_outage: usize = records.iter().map(|r| r.failed_started_after(down)).sum();
+    let goodput = goodput_by_second(&records, back, 5);
+    eprintln!(
+        "outage of every discovered replica: {failed_in_outage} calls failed during it, those started in it in at most {slowest:?} (queued before it: {slowest_queued:?}); after the return: approved per second {goodput:?} (capacity {:.0}), hits per replica in the first second {hits_first_second:?}, {lost} calls started after it failed",
+        capacity_per_sec(C)
+    );
+    assert!(failed_in_outage > 0);
+    // The backoff of 3 attempts: at most 100 + 200 ms.
+    assert!(slowest <= Duration::from_millis(300), "{slowest:?}");
+    assert_eq!(lost, 0);
+    assert!(
+        hits_first_second.iter().all(|&h| h > 0),
+        "{hits_first_second:?}"
+    );
+    assert!(
+        goodput[2] as f64 >= 0.85 * capacity_per_sec(C),
+        "{goodput:?}"
+    );
+}
+
+/// A replica added to the name takes load within 10 s with the default
+/// re-resolution interval.
+#[tokio::test(start_paused = true)]
+async fn a_replica_added_takes_load_within_10_s() {
+    let (coordinators, set) = discovered_fleet(vec![0]).await;
+    let start = Instant::now();
+    let mut fleet = Fleet::new();
+    for _ in 0..CLIENTS {
+        fleet.join(discovering_client(&set), CALLERS);
+    }
+    tokio::time::sleep_until(start + Duration::from_millis(5500)).await;
+    set.lock().unwrap().push(coordinators[1].addr());
+    let added = Instant::now();
+    let mut first = None;
+    while first.is_none() && added.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first = coordinators[1].requests().first().map(|r| r.at - added);
+    }
+    tokio::time::sleep_until(added + Duration::from_secs(10)).await;
+    coordinators[0].reset();
+    coordinators[1].reset();
+    tokio::time::sleep_until(added + Duration::from_secs(12)).await;
+    let hits: Vec<usize> = coordinators.iter().map(|c| c.hits()).collect();
+    let records = fleet.stop().await;
+    let goodput = goodput_by_second(&records, added + Duration::from_secs(10), 2);
+    eprintln!(
+        "a replica added: first hit after {first:?}; 10-12 s after: hits per replica {hits:?}, approved per second {goodput:?}"
+    );
+    let first = first.expect("the added replica got no call");
+    assert!(first <= Duration::from_secs(10), "{first:?}");
+    assert!(
+        hits[1] as f64 >= 0.3 * (hits[0] + hits[1]) as f64,
+        "{hits:?}"
+    );
 }

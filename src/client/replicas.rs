@@ -267,6 +267,12 @@ type Ejectable<S> = Arc<Mutex<Vec<Ejecting<S>>>>;
 /// connection, as a single coordinator does), and a replica that came back
 /// answers the very next call, before any breaker's cooldown ends.
 ///
+/// A call sent past the breakers skips the replica's adaptive limit too:
+/// the balancer's own copy of an ejected replica may hold the limit's last
+/// permit while it waits for its cooldown. Once a probe closes a breaker
+/// (within the ejection cooldown, 1 s by default), calls are balanced and
+/// limited again.
+///
 /// When some replica is only at its adaptive limit the call waits for it:
 /// that one is ready again as soon as a call ends. With no replica at all
 /// (before a discovery's first answer) the call waits too, within its
@@ -294,10 +300,6 @@ impl<B, S> PanicWhenEjected<B, S> {
         self.replicas.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// The replica behind its breaker: its limit (if any) over its timed
-/// attempts.
-type Limited<S> = Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>;
 
 impl<B, S> tower::Service<Call> for PanicWhenEjected<B, S>
 where
@@ -341,7 +343,10 @@ where
         if replicas.is_empty() {
             return PanicFuture::Shed;
         }
-        let target: Limited<S> = replicas[self.next % replicas.len()].get_ref().clone();
+        let target: AttemptTimeout<S> = match replicas[self.next % replicas.len()].get_ref() {
+            Either::Left(limited) => limited.get_ref().clone(),
+            Either::Right(timed) => timed.clone(),
+        };
         drop(replicas);
         self.next = self.next.wrapping_add(1);
         tracing::debug!("every replica is ejected: sending the attempt to one anyway");
