@@ -77,7 +77,9 @@ impl ClientBuilder {
     ///
     /// Off by default: a coordinator that runs builds of very different
     /// lengths has a latency that says little about its load, and the limit
-    /// spends a few calls at concurrency 3 every minute measuring it.
+    /// spends its first 20 calls at concurrency 3 measuring it. Turn it on
+    /// for a fleet of orchestrators sharing coordinators: it is what keeps
+    /// their shares fair and the coordinators' queues short.
     ///
     /// ```
     /// use tower_quality_gate::limit::AdaptiveLimitConfig;

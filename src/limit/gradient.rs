@@ -1,6 +1,8 @@
-//! The limit algorithm: a latency gradient against a probed no-load
-//! latency, with a multiplicative decrease on overload. Pure logic, driven
-//! by the service with explicit instants; the module docs say why.
+//! The limit algorithm: AIMD on the latency of a window against the lowest
+//! latency of the last one to two periods, and on overload answers. Pure
+//! logic, driven by the service with explicit instants; the module docs of
+//! `limit` say why (Chiu & Jain's fairness of AIMD among a fleet of
+//! independent clients).
 
 use std::time::Duration;
 
@@ -33,13 +35,16 @@ pub struct AdaptiveLimitConfig {
     /// How much slower than the no-load latency the mean latency of a window
     /// may be before the limit shrinks (default 1.1).
     pub tolerance: f64,
-    /// The factor applied to the limit on an overload answer (default 0.9).
+    /// The factor applied to the limit on an overload answer, and below
+    /// the concurrency the coordinator serves on a slow window (default 0.9).
     pub backoff: f64,
-    /// The concurrency at which the no-load latency is measured (default 3).
+    /// The concurrency of the first calls, which measure the no-load
+    /// latency (default 3).
     pub probe_concurrency: usize,
-    /// Successful calls a probe averages (default 20).
+    /// How many first calls run at the probe concurrency (default 20).
     pub probe_samples: u32,
-    /// How often the no-load latency is measured again (default 60 s).
+    /// How long the lowest latency seen is remembered: one to two periods
+    /// of this length, each jittered by ±15% (default 60 s).
     pub probe_interval: Duration,
 }
 
@@ -84,31 +89,37 @@ impl AdaptiveLimitConfig {
     }
 
     /// The factor applied to the limit when a call ends in overload
-    /// (default 0.9, AIMD's multiplicative decrease); between 0 and 1.
+    /// (default 0.9, AIMD's multiplicative decrease), and to the
+    /// concurrency the coordinator serves when a window is slower than the
+    /// tolerance; between 0 and 1.
     pub const fn backoff(mut self, factor: f64) -> Self {
         self.backoff = factor;
         self
     }
 
-    /// The concurrency at which the no-load latency is measured (default 3,
-    /// as Envoy's adaptive concurrency filter): low enough that a
-    /// coordinator queues nothing, high enough to keep some traffic going.
+    /// The concurrency of the first calls, which measure the no-load
+    /// latency (default 3, as Envoy's adaptive concurrency filter): low
+    /// enough that a coordinator queues nothing, high enough to keep some
+    /// traffic going.
     pub const fn probe_concurrency(mut self, concurrency: usize) -> Self {
         self.probe_concurrency = concurrency;
         self
     }
 
-    /// Successful calls whose mean latency is the no-load latency (default
-    /// 20; Envoy takes 50 requests, a coordinator's calls are slower).
+    /// How many first calls run at the probe concurrency before the limit
+    /// goes to [`initial_limit`](Self::initial_limit) (default 20; Envoy
+    /// takes 50 requests, a coordinator's calls are slower).
     pub const fn probe_samples(mut self, samples: u32) -> Self {
         self.probe_samples = samples;
         self
     }
 
-    /// How often the no-load latency is measured again (default 60 s, as
-    /// Envoy), so a coordinator that became slower or faster for good is
-    /// learned again; each probe holds the limit at the probe concurrency
-    /// for `probe_samples` calls.
+    /// How long the lowest latency seen is remembered (default 60 s, as
+    /// Envoy's re-measurement interval): the no-load latency is the lowest
+    /// of the current period and the one before, each period jittered by
+    /// ±15% so that clients started together do not forget together; a
+    /// coordinator that became slower for good is learned within two
+    /// periods. Nothing drops the limit to measure again.
     pub const fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
         self

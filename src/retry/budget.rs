@@ -30,10 +30,11 @@ use crate::error::Error;
 /// within the share of the calls of the slots wholly inside it plus the
 /// floor: both sides round against the retry, so the bound holds over
 /// every span, not only on slot edges. tower's `TpsBudget`, which this
-/// replaces, keeps its reserve in a generation that it rotates by elapsed
-/// time and measured about 14–16 retries a second above its share on a real
-/// clock (`tests/fleet.rs`, `budget_promise_on_a_real_clock`): it kept
-/// granting the `min_per_sec` reserve again every ~6 s.
+/// replaces, measured 299 retries in a 10 s span of 500 failing calls on
+/// a real clock, 99 above its promise of 200: it granted its `min_per_sec`
+/// reserve again within the span (`tests/fleet.rs`,
+/// `tower_tps_budget_on_a_real_clock`; this budget: 199,
+/// `budget_promise_on_a_real_clock`).
 ///
 /// ```
 /// use std::time::Duration;
