@@ -17,10 +17,11 @@ use crate::error::Error;
 /// its last error. Clone the policy, not the budget: clones share it
 /// through an `Arc`.
 ///
-/// **The promise**: over any span of `ttl` (to within one slot of
-/// `ttl / 20`), the retries it allows are at most `percent × calls +
-/// min_per_sec × ttl` of that span, on a real clock as on tokio's paused
-/// one; any `percent` is exact. The default, 20% of calls plus 10 retries a
+/// **The promise**: whenever it allows a retry, the retries of the last
+/// `ttl` are at most `percent` of the calls of the last `ttl` plus
+/// `min_per_sec × ttl`, on a real clock as on tokio's paused one (a
+/// property test tries arbitrary settings and patterns); any `percent` is
+/// exact. At a steady call rate that bounds every span of `ttl`. The default, 20% of calls plus 10 retries a
 /// second over 10 s (Finagle's and Linkerd's numbers), bounds a full outage
 /// at 1.2 × calls + 100 attempts per 10 s.
 ///
@@ -28,8 +29,7 @@ use crate::error::Error;
 /// and retries. A retry is allowed when the retries of the slots that
 /// overlap the last `ttl` (one more slot than the span, counted whole) stay
 /// within the share of the calls of the slots wholly inside it plus the
-/// floor: both sides round against the retry, so the bound holds over
-/// every span, not only on slot edges. tower's `TpsBudget`, which this
+/// floor: both sides round against the retry. tower's `TpsBudget`, which this
 /// replaces, measured 299 retries in a 10 s span of 500 failing calls on
 /// a real clock, 99 above its promise of 200: it granted its `min_per_sec`
 /// reserve again within the span (`tests/fleet.rs`,
@@ -240,6 +240,54 @@ mod tests {
         assert!(total > 0);
         // One slot's worth of calls (25) may sit at the edge.
         assert!(most <= 0.2 * 25.0, "{most} retries over the promise");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the settings and the pattern of calls and retries, at
+        /// every retry allowed the trailing `ttl` holds at most `percent`
+        /// of the calls of the trailing `ttl`, plus the floor.
+        #[test]
+        fn every_retry_keeps_the_trailing_window_within_the_promise(
+            ttl_secs in 1u64..=60,
+            min_per_sec in 0u32..20,
+            percent in 0.0f32..2.0,
+            steps in proptest::collection::vec((0u64..3000, 0u32..20, 0u32..40), 1..100),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let ttl = Duration::from_secs(ttl_secs);
+                let b = RetryBudget::new(ttl, min_per_sec, percent).unwrap();
+                let start = Instant::now();
+                let (mut calls, mut retries) = (Vec::new(), Vec::new());
+                for (advance_ms, deposits, tries) in steps {
+                    tokio::time::advance(Duration::from_millis(advance_ms)).await;
+                    let now = Instant::now() - start;
+                    for _ in 0..deposits {
+                        b.deposit();
+                        calls.push(now);
+                    }
+                    for _ in 0..tries {
+                        if !b.withdraw() {
+                            continue;
+                        }
+                        retries.push(now);
+                        let within = |t: &&Duration| **t + ttl > now;
+                        let r = retries.iter().filter(within).count();
+                        let c = calls.iter().filter(within).count();
+                        let promise = f64::from(percent) * c as f64
+                            + f64::from(min_per_sec) * ttl.as_secs_f64();
+                        proptest::prop_assert!(r as f64 <= promise + 1e-6, "{r} > {promise}");
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 
     #[test]
