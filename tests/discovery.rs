@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tower::discover::Change;
 use tower_quality_gate::discover::Resolve;
+use tower_quality_gate::retry::{Jitter, JitteredBackoff};
 use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{QualityCheck, QualityClient, QualityRequest};
 
@@ -156,6 +158,39 @@ async fn a_replica_that_fails_to_connect_is_replaced_before_the_interval() {
 
     let (sent, ok, failed) = flow.finish().await;
     assert_eq!((ok, failed), (sent, 0), "retries cover the connect errors");
+}
+
+/// Every discovered replica refusing connections fails calls as fast as a
+/// fixed list does (the replicas' `Connect` error, after the deterministic
+/// 100 + 200 ms of backoff) instead of holding them for their deadline,
+/// and the first call after they are back succeeds.
+#[tokio::test(start_paused = true)]
+async fn every_discovered_replica_down_fails_fast_and_recovers_at_once() {
+    let r = replicas(Duration::from_millis(10)).await;
+    let set = Arc::new(Mutex::new(vec![r[0].addr(), r[1].addr()]));
+    let client = QualityClient::builder("http://coordinator.test")
+        .backoff(JitteredBackoff::default().jitter(Jitter::None))
+        .discover_replicas(resolver(set), None)
+        .retry_budget(None)
+        .build()
+        .unwrap();
+    let req = |n: usize| QualityRequest::new(format!("t-{n}"), "a");
+    assert!(client.check(req(0)).await.unwrap().approved);
+    r[0].stop().await;
+    r[1].stop().await;
+    for n in 1..10 {
+        let start = Instant::now();
+        let err = client.check(req(n)).await.unwrap_err();
+        assert!(err.is_connect(), "{n}: {err:?}");
+        assert!(start.elapsed() <= Duration::from_millis(300), "{n}");
+    }
+    r[0].restart().await.unwrap();
+    r[1].restart().await.unwrap();
+    for n in 10..20 {
+        let start = Instant::now();
+        assert!(client.check(req(n)).await.unwrap().approved, "{n}");
+        assert_eq!(start.elapsed(), Duration::from_millis(10), "{n}");
+    }
 }
 
 /// An unbounded channel as a stream.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower_quality_gate::breaker::CircuitBreakerConfig;
 use tower_quality_gate::testing::{Reply, TestCoordinator};
 use tower_quality_gate::{Hedging, QualityClient};
 
@@ -70,26 +71,45 @@ async fn a_dead_replica_is_avoided() {
     assert_eq!(live, 300);
 }
 
+/// With every replica down, calls fail at once with the replicas' own
+/// `Connect` error (after the deterministic 100 + 200 ms of backoff), not
+/// after their deadline; when they come back the very next call succeeds,
+/// although every replica is still ejected for 10 s (panic routing: when
+/// none is healthy, calls go to them anyway).
 #[tokio::test(start_paused = true)]
-async fn all_replicas_down_fails_fast_once_ejected() {
+async fn all_replicas_down_fail_fast_and_the_first_call_after_their_return_succeeds() {
     let replicas = replicas(2).await;
-    let urls: Vec<String> = replicas.iter().map(TestCoordinator::url).collect();
-    drop(replicas);
-    let client = builder(urls[0].clone())
-        .base_urls(urls)
+    let client = builder(replicas[0].url())
+        .base_urls(replicas.iter().map(TestCoordinator::url))
+        .replica_ejection(
+            CircuitBreakerConfig::default()
+                .failure_threshold(3)
+                .cooldown(Duration::from_secs(10)),
+        )
         .retry_budget(None)
         .build()
         .unwrap();
-    // The first calls find connection refused and eject both replicas.
-    for n in 0..3 {
+    assert!(client.check(request(0)).await.unwrap().approved);
+    for r in &replicas {
+        r.stop().await;
+    }
+    for n in 1..10 {
+        let start = Instant::now();
         let err = client.check(request(n)).await.unwrap_err();
-        assert!(err.is_connect() || err.is_circuit_open(), "{err:?}");
+        assert!(err.is_connect(), "{n}: {err:?}");
+        assert!(start.elapsed() <= Duration::from_millis(300), "{n}");
+    }
+    for r in &replicas {
+        r.restart().await.unwrap();
+        r.reset();
     }
     let start = Instant::now();
-    let err = client.check(request(9)).await.unwrap_err();
-    assert!(err.is_circuit_open(), "{err:?}");
-    assert!(!err.is_retryable());
+    for n in 10..20 {
+        assert!(client.check(request(n)).await.unwrap().approved, "{n}");
+    }
     assert_eq!(start.elapsed(), Duration::ZERO);
+    // Sent in turn to both while both are ejected.
+    assert!(replicas.iter().all(|r| r.hits() >= 4));
 }
 
 #[tokio::test(start_paused = true)]

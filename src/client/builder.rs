@@ -272,10 +272,12 @@ impl ClientBuilder {
     /// the single base URL. Every replica gets the same options.
     ///
     /// A replica that fails 3 attempts in a row (connection refused, 5xx,
-    /// its attempt timeout…) is ejected for 10 s
+    /// its attempt timeout…) is ejected for 1 s
     /// ([`replica_ejection`](Self::replica_ejection)), so a dead replica is
     /// avoided while the healthy ones serve; when every replica is ejected,
-    /// calls fail at once with [`Error::is_circuit_open`]. Retries of a call
+    /// attempts go to them anyway (Envoy's panic mode): they fail at once
+    /// with the replicas' own error (`Connect` for a refused connection),
+    /// and the first replica back answers the next call. Retries of a call
     /// are balanced too, so they usually reach another replica.
     ///
     /// The balancer runs behind a `tower::buffer::Buffer`, whose worker is a
@@ -303,7 +305,9 @@ impl ClientBuilder {
     }
 
     /// When a replica is taken out of the balancer, and for how long
-    /// (default 3 consecutive failed attempts, then 10 s out).
+    /// (default 3 consecutive failed attempts, then 1 s out, Linkerd's
+    /// least failure-accrual penalty: a replica that is back takes load
+    /// within a second, a dead one costs one probe a second).
     pub fn replica_ejection(mut self, config: CircuitBreakerConfig) -> Self {
         self.replica_ejection = config;
         self

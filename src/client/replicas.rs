@@ -1,17 +1,20 @@
 //! Several coordinator replicas behind tower's power-of-two-choices
 //! balancer, and opt-in hedging.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::sync::Semaphore;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
-use tower::discover::{Discover, ServiceList};
+use tower::discover::{Change, ServiceList};
 use tower::hedge::Hedge;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::util::{BoxCloneSyncService, Either};
@@ -30,11 +33,16 @@ use crate::wire::QualityResponse;
 pub(crate) type Routed = BoxCloneSyncService<Call, QualityResponse, Error>;
 
 /// The default ejection of a failing replica: out of the balancer after 3
-/// consecutive failed attempts, for 10 s, then one probe decides. Shorter
-/// than the client-wide breaker, since the other replicas carry the load.
+/// consecutive failed attempts, for 1 s, then one probe decides.
+///
+/// 1 s is Linkerd's least failure-accrual penalty. A dead replica then
+/// costs one probe a second (a refused connection fails at once and the
+/// call is retried on another replica), and a replica that comes back
+/// takes load within a second: with 10 s, a fleet whose replicas all
+/// restarted ran on the first one to be probed for up to 10 s.
 pub(crate) const DEFAULT_REPLICA_EJECTION: CircuitBreakerConfig = CircuitBreakerConfig {
     failure_threshold: 3,
-    cooldown: Duration::from_secs(10),
+    cooldown: Duration::from_secs(1),
 };
 
 /// How attempts are routed over replicas.
@@ -214,11 +222,6 @@ pub(crate) type ReplicaService<S = QualityCheck> = PendingRequests<
 type Ejecting<S> = CircuitBreaker<Either<AdaptiveLimit<AttemptTimeout<S>>, AttemptTimeout<S>>>;
 
 impl Replica {
-    /// Wraps one replica's check, labelled `label` in the breaker's events.
-    pub(crate) fn wrap<S>(&self, check: S, label: &str) -> ReplicaService<S> {
-        PendingRequests::new(self.ejecting(check, label), CompleteOnResponse::default())
-    }
-
     fn ejecting<S>(&self, check: S, label: &str) -> Ejecting<S> {
         // Each replica times its own attempts, so that a replica that hangs
         // is ejected like one that fails (and its limit sees the timeout);
@@ -243,78 +246,130 @@ fn balanced(checks: Vec<QualityCheck>, replica: Replica, queue: usize) -> Routed
             replica.ejecting(check, &label)
         })
         .collect();
-    let probes = breakers.clone();
+    let ejectable = Arc::new(Mutex::new(breakers.clone()));
     let replicas = breakers
         .into_iter()
         .map(|b| PendingRequests::new(b, CompleteOnResponse::default()))
         .collect::<Vec<_>>();
-    let balance = ShedWhenEjected {
-        inner: Balance::new(ServiceList::new(replicas)),
-        probes,
-        shed: false,
-    };
+    let balance = PanicWhenEjected::new(Balance::new(ServiceList::new(replicas)), ejectable);
     buffered(balance, queue)
 }
 
-/// Fails a call at once when every replica is ejected, as tower's
-/// `LoadShed` would, but waits when some replica is only at its adaptive
-/// limit: that one is ready again as soon as a call ends.
-struct ShedWhenEjected<S> {
-    inner: S,
-    /// Clones of the replicas' breakers, sharing their states.
-    probes: Vec<Ejecting<QualityCheck>>,
-    /// `poll_ready` found every replica ejected: the next call fails.
-    shed: bool,
+/// The breakers of the replicas behind one balancer, shared with the
+/// panic router.
+type Ejectable<S> = Arc<Mutex<Vec<Ejecting<S>>>>;
+
+/// In front of the balancer: when every replica is ejected, sends the call
+/// to one of them anyway (in turn), past its breaker, instead of failing it
+/// or letting it wait for a cooldown to end: Envoy's panic mode, whose
+/// default threshold (50% healthy) is here "none healthy". A dead replica
+/// then fails the call at once with its own error (`Connect` for a refused
+/// connection, as a single coordinator does), and a replica that came back
+/// answers the very next call, before any breaker's cooldown ends.
+///
+/// A call sent past the breakers skips the replica's adaptive limit too:
+/// the balancer's own copy of an ejected replica may hold the limit's last
+/// permit while it waits for its cooldown. Once a probe closes a breaker
+/// (within the ejection cooldown, 1 s by default), calls are balanced and
+/// limited again.
+///
+/// When some replica is only at its adaptive limit the call waits for it:
+/// that one is ready again as soon as a call ends. With no replica at all
+/// (before a discovery's first answer) the call waits too, within its
+/// attempt timeout.
+struct PanicWhenEjected<B, S> {
+    inner: B,
+    replicas: Ejectable<S>,
+    /// `poll_ready` found every replica ejected: the next call panics.
+    panic: bool,
+    /// The replica the next panicking call goes to, in turn.
+    next: usize,
 }
 
-impl<S> tower::Service<Call> for ShedWhenEjected<S>
+impl<B, S> PanicWhenEjected<B, S> {
+    fn new(inner: B, replicas: Ejectable<S>) -> Self {
+        PanicWhenEjected {
+            inner,
+            replicas,
+            panic: false,
+            next: 0,
+        }
+    }
+
+    fn replicas(&self) -> std::sync::MutexGuard<'_, Vec<Ejecting<S>>> {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<B, S> tower::Service<Call> for PanicWhenEjected<B, S>
 where
-    S: tower::Service<Call, Response = QualityResponse>,
-    S::Error: Into<BoxError>,
+    B: tower::Service<Call, Response = QualityResponse>,
+    B::Error: Into<BoxError>,
+    S: tower::Service<Call, Response = QualityResponse, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = QualityResponse;
     type Error = BoxError;
-    type Future = ShedFuture<S::Future>;
+    type Future = PanicFuture<B::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self.inner.poll_ready(cx) {
             Poll::Ready(result) => {
-                self.shed = false;
+                self.panic = false;
                 Poll::Ready(result.map_err(Into::into))
             }
-            Poll::Pending
-                if self
-                    .probes
-                    .iter()
-                    .all(|p| p.state() != CircuitState::Closed) =>
-            {
-                self.shed = true;
-                Poll::Ready(Ok(()))
+            Poll::Pending => {
+                let replicas = self.replicas();
+                let ejected = !replicas.is_empty()
+                    && replicas.iter().all(|r| r.state() != CircuitState::Closed);
+                drop(replicas);
+                if ejected {
+                    self.panic = true;
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        if std::mem::take(&mut self.shed) {
-            return ShedFuture::Shed;
+        if !std::mem::take(&mut self.panic) {
+            return PanicFuture::Called {
+                future: self.inner.call(call),
+            };
         }
-        ShedFuture::Called {
-            future: self.inner.call(call),
+        let replicas = self.replicas();
+        if replicas.is_empty() {
+            return PanicFuture::Shed;
+        }
+        let target: AttemptTimeout<S> = match replicas[self.next % replicas.len()].get_ref() {
+            Either::Left(limited) => limited.get_ref().clone(),
+            Either::Right(timed) => timed.clone(),
+        };
+        drop(replicas);
+        self.next = self.next.wrapping_add(1);
+        tracing::debug!("every replica is ejected: sending the attempt to one anyway");
+        PanicFuture::Panic {
+            future: Box::pin(async move { target.oneshot(call).await.map_err(BoxError::from) }),
         }
     }
 }
 
+type Boxed = Pin<Box<dyn Future<Output = Result<QualityResponse, BoxError>> + Send>>;
+
 pin_project! {
-    /// A balanced call, or the error of one shed.
-    #[project = ShedProj]
-    enum ShedFuture<F> {
+    /// A balanced call, a call sent past the breakers, or the error of one
+    /// that found no replica at all.
+    #[project = PanicProj]
+    enum PanicFuture<F> {
         Called { #[pin] future: F },
+        Panic { future: Boxed },
         Shed,
     }
 }
 
-impl<F, E> Future for ShedFuture<F>
+impl<F, E> Future for PanicFuture<F>
 where
     F: Future<Output = Result<QualityResponse, E>>,
     E: Into<BoxError>,
@@ -323,9 +378,67 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ShedProj::Called { future } => future.poll(cx).map_err(Into::into),
-            ShedProj::Shed => Poll::Ready(Err(Error::no_replica().into())),
+            PanicProj::Called { future } => future.poll(cx).map_err(Into::into),
+            PanicProj::Panic { future } => future.as_mut().poll(cx),
+            PanicProj::Shed => Poll::Ready(Err(Error::no_replica().into())),
         }
+    }
+}
+
+/// A discovery stream of labelled services, each wrapped as a replica (its
+/// attempt timeout, adaptive limit, ejection and load count), whose
+/// breakers are kept for the panic router.
+pub(crate) struct Replicas<D, K, S> {
+    stream: D,
+    replica: Replica,
+    breakers: HashMap<K, Ejecting<S>>,
+    shared: Ejectable<S>,
+}
+
+impl<D: Unpin, K, S> Unpin for Replicas<D, K, S> {}
+
+impl<D, K, S> Replicas<D, K, S>
+where
+    K: Hash + Eq,
+    S: Clone,
+{
+    fn publish(&self) {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.breakers.values().cloned().collect();
+    }
+}
+
+impl<D, K, S, E> Stream for Replicas<D, K, S>
+where
+    D: Stream<Item = Result<Change<K, (String, S)>, E>> + Unpin,
+    K: Hash + Eq + Clone,
+    S: Clone,
+{
+    type Item = Result<Change<K, ReplicaService<S>>, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let change = match std::task::ready!(Pin::new(&mut this.stream).poll_next(cx)) {
+            Some(Ok(change)) => change,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => return Poll::Ready(None),
+        };
+        let change = match change {
+            Change::Insert(key, (label, service)) => {
+                let ejecting = this.replica.ejecting(service, &label);
+                this.breakers.insert(key.clone(), ejecting.clone());
+                Change::Insert(
+                    key,
+                    PendingRequests::new(ejecting, CompleteOnResponse::default()),
+                )
+            }
+            Change::Remove(key) => {
+                this.breakers.remove(&key);
+                Change::Remove(key)
+            }
+        };
+        this.publish();
+        Poll::Ready(Some(Ok(change)))
     }
 }
 
@@ -345,16 +458,24 @@ fn routed_error(err: BoxError) -> Error {
     Error::from_layer(err, TimeoutKind::Attempt)
 }
 
-/// Balances over the replicas a discovery stream inserts and removes.
+/// Balances over the replicas a discovery stream of labelled services
+/// inserts and removes, each wrapped as `replica` says.
 ///
-/// Unlike the fixed list, there is no load shedding in front: before the
-/// first resolution answers there is no replica yet, and a call waits for
-/// one (within its attempt timeout) instead of failing at once.
-pub(crate) fn balanced_discover<D>(discover: D, queue: usize) -> Routed
+/// Before the first insert there is no replica, and a call waits for one
+/// (within its attempt timeout); once every replica is ejected, calls go
+/// to them anyway, as with a fixed list ([`PanicWhenEjected`]).
+pub(crate) fn balanced_discover<D, K, E>(discover: D, replica: Replica, queue: usize) -> Routed
 where
-    D: Discover<Service = ReplicaService<Routed>> + Unpin + Send + 'static,
-    D::Key: std::hash::Hash + Clone + Send,
-    D::Error: Into<BoxError>,
+    D: Stream<Item = Result<Change<K, (String, Routed)>, E>> + Unpin + Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    E: Into<BoxError>,
 {
-    buffered(Balance::new(discover), queue)
+    let shared: Ejectable<Routed> = Arc::default();
+    let replicas = Replicas {
+        stream: discover,
+        replica,
+        breakers: HashMap::new(),
+        shared: shared.clone(),
+    };
+    buffered(PanicWhenEjected::new(Balance::new(replicas), shared), queue)
 }

@@ -1,6 +1,8 @@
-//! The limit algorithm: a latency gradient against a probed no-load
-//! latency, with a multiplicative decrease on overload. Pure logic, driven
-//! by the service with explicit instants; the module docs say why.
+//! The limit algorithm: AIMD on the latency of a window against the lowest
+//! latency of the last one to two periods, and on overload answers. Pure
+//! logic, driven by the service with explicit instants; the module docs of
+//! `limit` say why (Chiu & Jain's fairness of AIMD among a fleet of
+//! independent clients).
 
 use std::time::Duration;
 
@@ -33,13 +35,16 @@ pub struct AdaptiveLimitConfig {
     /// How much slower than the no-load latency the mean latency of a window
     /// may be before the limit shrinks (default 1.1).
     pub tolerance: f64,
-    /// The factor applied to the limit on an overload answer (default 0.9).
+    /// The factor applied to the limit on an overload answer, and below
+    /// the concurrency the coordinator serves on a slow window (default 0.9).
     pub backoff: f64,
-    /// The concurrency at which the no-load latency is measured (default 3).
+    /// The concurrency of the first calls, which measure the no-load
+    /// latency (default 3).
     pub probe_concurrency: usize,
-    /// Successful calls a probe averages (default 20).
+    /// How many first calls run at the probe concurrency (default 20).
     pub probe_samples: u32,
-    /// How often the no-load latency is measured again (default 60 s).
+    /// How long the lowest latency seen is remembered: one to two periods
+    /// of this length, each jittered by ±15% (default 60 s).
     pub probe_interval: Duration,
 }
 
@@ -84,31 +89,37 @@ impl AdaptiveLimitConfig {
     }
 
     /// The factor applied to the limit when a call ends in overload
-    /// (default 0.9, AIMD's multiplicative decrease); between 0 and 1.
+    /// (default 0.9, AIMD's multiplicative decrease), and to the
+    /// concurrency the coordinator serves when a window is slower than the
+    /// tolerance; between 0 and 1.
     pub const fn backoff(mut self, factor: f64) -> Self {
         self.backoff = factor;
         self
     }
 
-    /// The concurrency at which the no-load latency is measured (default 3,
-    /// as Envoy's adaptive concurrency filter): low enough that a
-    /// coordinator queues nothing, high enough to keep some traffic going.
+    /// The concurrency of the first calls, which measure the no-load
+    /// latency (default 3, as Envoy's adaptive concurrency filter): low
+    /// enough that a coordinator queues nothing, high enough to keep some
+    /// traffic going.
     pub const fn probe_concurrency(mut self, concurrency: usize) -> Self {
         self.probe_concurrency = concurrency;
         self
     }
 
-    /// Successful calls whose mean latency is the no-load latency (default
-    /// 20; Envoy takes 50 requests, a coordinator's calls are slower).
+    /// How many first calls run at the probe concurrency before the limit
+    /// goes to [`initial_limit`](Self::initial_limit) (default 20; Envoy
+    /// takes 50 requests, a coordinator's calls are slower).
     pub const fn probe_samples(mut self, samples: u32) -> Self {
         self.probe_samples = samples;
         self
     }
 
-    /// How often the no-load latency is measured again (default 60 s, as
-    /// Envoy), so a coordinator that became slower or faster for good is
-    /// learned again; each probe holds the limit at the probe concurrency
-    /// for `probe_samples` calls.
+    /// How long the lowest latency seen is remembered (default 60 s, as
+    /// Envoy's re-measurement interval): the no-load latency is the lowest
+    /// of the current period and the one before, each period jittered by
+    /// ±15% so that clients started together do not forget together; a
+    /// coordinator that became slower for good is learned within two
+    /// periods. Nothing drops the limit to measure again.
     pub const fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
         self
@@ -193,11 +204,9 @@ impl Default for AdaptiveLimitConfig {
 #[derive(Debug)]
 enum Phase {
     /// Measuring the no-load latency at the probe concurrency; the limit
-    /// returns to `resume` after it.
+    /// goes to the initial limit after it.
     Probing {
-        resume: f64,
         samples: u32,
-        total: Duration,
     },
     Running,
 }
@@ -206,7 +215,6 @@ enum Phase {
 struct Window {
     samples: u32,
     total: Duration,
-    max_in_flight: usize,
 }
 
 /// The limit and what it is computed from.
@@ -215,27 +223,38 @@ pub(crate) struct Gradient {
     config: AdaptiveLimitConfig,
     limit: f64,
     phase: Phase,
-    /// The mean latency of the last probe.
-    baseline: Option<Duration>,
-    next_probe: Instant,
+    /// Until the first decrease the limit grows by half of itself a round
+    /// (TCP's slow start), then by one a round.
+    slow_start: bool,
+    /// Whether the last window left room to grow.
+    growing: bool,
+    /// The smallest latency of the current memory period, and of the one
+    /// before: the baseline is the smaller of the two.
+    lowest: Option<Duration>,
+    lowest_before: Option<Duration>,
+    /// When the current memory period ends (jittered).
+    next_period: Instant,
     window: Window,
     /// Bumped at every decision that makes calls started before it stale:
     /// a probe ignores them, and one overload decrease covers them all.
     epoch: u64,
 }
 
+/// How much a memory period is jittered: ±15%, as Envoy's default jitter
+/// of its minRTT re-measurement.
+const PERIOD_JITTER: f64 = 0.15;
+
 impl Gradient {
     pub(crate) fn new(config: AdaptiveLimitConfig, now: Instant) -> Self {
         let config = config.sanitized();
         Gradient {
             limit: config.probe_concurrency as f64,
-            phase: Phase::Probing {
-                resume: config.initial_limit as f64,
-                samples: 0,
-                total: Duration::ZERO,
-            },
-            baseline: None,
-            next_probe: now,
+            phase: Phase::Probing { samples: 0 },
+            slow_start: true,
+            growing: true,
+            lowest: None,
+            lowest_before: None,
+            next_period: crate::time::saturating_add(now, jittered(config.probe_interval)),
             window: Window::default(),
             epoch: 0,
             config,
@@ -251,40 +270,44 @@ impl Gradient {
         self.epoch
     }
 
-    /// The no-load latency measured by the last probe.
+    /// The no-load latency: the smallest latency seen over the last one to
+    /// two memory periods.
     pub(crate) fn baseline(&self) -> Option<Duration> {
-        self.baseline
+        match (self.lowest, self.lowest_before) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A call started in `epoch` answered in `rtt`, with `in_flight` calls
     /// in flight when it started.
     pub(crate) fn on_success(&mut self, rtt: Duration, epoch: u64, in_flight: usize, now: Instant) {
-        let (resume, samples, total) = match &mut self.phase {
-            Phase::Probing {
-                resume,
-                samples,
-                total,
-            } => {
+        if now >= self.next_period {
+            // A new memory period: latencies older than the last one are
+            // forgotten, so a coordinator that became slower for good is
+            // learned again within two periods.
+            self.lowest_before = self.lowest.take();
+            self.next_period =
+                crate::time::saturating_add(now, jittered(self.config.probe_interval));
+        }
+        if epoch == self.epoch || matches!(self.phase, Phase::Running) {
+            self.lowest = Some(self.lowest.map_or(rtt, |l| l.min(rtt)));
+        }
+        match &mut self.phase {
+            Phase::Probing { samples } => {
                 if epoch != self.epoch {
                     return;
                 }
                 *samples += 1;
-                *total = total.saturating_add(rtt);
                 if *samples < self.config.probe_samples {
                     return;
                 }
-                (*resume, *samples, *total)
+                self.limit = self.config.initial_limit as f64;
+                self.phase = Phase::Running;
+                self.restart();
             }
-            Phase::Running => {
-                self.sample(rtt, in_flight, now);
-                return;
-            }
-        };
-        self.baseline = Some(total / samples.max(1));
-        self.limit = resume;
-        self.phase = Phase::Running;
-        self.next_probe = crate::time::saturating_add(now, self.config.probe_interval);
-        self.restart();
+            Phase::Running => self.sample(rtt, epoch, in_flight),
+        }
     }
 
     /// A call started in `epoch` ended in overload.
@@ -292,47 +315,57 @@ impl Gradient {
         if epoch != self.epoch || matches!(self.phase, Phase::Probing { .. }) {
             return;
         }
-        self.set(self.limit * self.config.backoff);
-        self.restart();
+        self.decrease(self.config.backoff);
     }
 
-    fn sample(&mut self, rtt: Duration, in_flight: usize, now: Instant) {
-        if now >= self.next_probe {
-            self.phase = Phase::Probing {
-                resume: self.limit,
-                samples: 0,
-                total: Duration::ZERO,
+    fn sample(&mut self, rtt: Duration, epoch: u64, in_flight: usize) {
+        let current = self.limit();
+        // Additive increase per answer, so that every client gains about
+        // the same per round trip whatever its limit (TCP's congestion
+        // avoidance: 1/limit per acknowledgement), unless the callers left
+        // most of the limit unused (Vegas and Gradient2 hold then).
+        if self.growing && in_flight.saturating_mul(2) >= current {
+            let step = if self.slow_start {
+                0.5
+            } else {
+                1.0 / self.limit.max(1.0)
             };
-            self.limit = self.config.probe_concurrency as f64;
-            self.restart();
+            self.set(self.limit + step);
+        }
+        if epoch != self.epoch {
+            // A call started before the last decrease measured the queue
+            // that decrease already answered: one decrease per round.
             return;
         }
-        let current = self.limit();
         let w = &mut self.window;
         w.samples += 1;
         w.total = w.total.saturating_add(rtt);
-        w.max_in_flight = w.max_in_flight.max(in_flight);
         if w.samples < MIN_WINDOW.max(u32::try_from(current).unwrap_or(u32::MAX)) {
             return;
         }
-        let Some(baseline) = self.baseline.filter(|b| !b.is_zero()) else {
-            self.restart();
+        let mean = w.total / w.samples;
+        let Some(baseline) = self.baseline().filter(|b| !b.is_zero()) else {
+            self.window = Window::default();
             return;
         };
-        let mean = w.total / w.samples;
         let ratio = mean.as_secs_f64() / baseline.as_secs_f64();
-        let limit = self.limit;
-        if ratio <= self.config.tolerance {
-            // Latency near its no-load value: room to grow, unless the
-            // callers did not use what they had (Vegas and Gradient2 hold).
-            if w.max_in_flight.saturating_mul(2) >= current {
-                self.set(limit + (limit.sqrt() / 2.0).max(1.0));
-            }
-        } else {
-            let gradient = (self.config.tolerance / ratio).max(MIN_GRADIENT);
-            self.set(limit * gradient);
-        }
         self.window = Window::default();
+        if ratio <= self.config.tolerance {
+            self.growing = true;
+        } else {
+            // By Little's law the coordinator serves about limit / ratio
+            // at a time: go a step (`backoff`) below that, so that its
+            // queue drains and every client sees the no-load latency again.
+            self.decrease((self.config.backoff / ratio).max(MIN_GRADIENT));
+        }
+    }
+
+    /// A multiplicative decrease, which ends the slow start and the round.
+    fn decrease(&mut self, factor: f64) {
+        self.slow_start = false;
+        self.growing = false;
+        self.set(self.limit * factor);
+        self.restart();
     }
 
     fn set(&mut self, limit: f64) {
@@ -349,6 +382,14 @@ impl Gradient {
         self.epoch = self.epoch.wrapping_add(1);
         self.window = Window::default();
     }
+}
+
+/// `period` ± 15%, drawn anew each time, so that clients started together
+/// do not forget together.
+fn jittered(period: Duration) -> Duration {
+    use tower::util::rng::{HasherRng, Rng};
+    let f = 1.0 - PERIOD_JITTER + 2.0 * PERIOD_JITTER * HasherRng::new().next_f64();
+    Duration::try_from_secs_f64(period.as_secs_f64() * f).unwrap_or(period)
 }
 
 #[cfg(test)]
@@ -391,14 +432,22 @@ mod tests {
     }
 
     #[test]
-    fn grows_while_latency_stays_near_the_baseline() {
+    fn slow_start_then_one_more_a_round() {
         let now = Instant::now();
         let mut g = probed(AdaptiveLimitConfig::default(), now);
+        // Slow start: half a call more per answer, ×1.5 a round.
         window(&mut g, T, 20, now);
-        // 20 + √20/2 = 22.2
-        assert_eq!(g.limit(), 22);
-        window(&mut g, T.mul_f64(1.1), 22, now);
-        assert!(g.limit() > 22);
+        assert_eq!(g.limit(), 30);
+        // A decrease ends it; the round after a decrease holds.
+        g.on_overload(g.epoch());
+        assert_eq!(g.limit(), 27);
+        window(&mut g, T, 27, now);
+        assert_eq!(g.limit(), 27);
+        // Then about one more per round: 27 answers of 1/limit each.
+        window(&mut g, T, 27, now);
+        assert_eq!(g.limit(), 27);
+        window(&mut g, T, 27, now);
+        assert_eq!(g.limit(), 28);
     }
 
     #[test]
@@ -410,15 +459,25 @@ mod tests {
     }
 
     #[test]
-    fn shrinks_by_the_gradient_when_latency_grows() {
+    fn shrinks_below_what_the_latency_says_the_coordinator_serves() {
         let now = Instant::now();
         let mut g = probed(AdaptiveLimitConfig::default(), now);
-        // Mean latency 1.25× the baseline: 20 × 1.1 / 1.25 = 17.6.
-        window(&mut g, T.mul_f64(1.25), 20, now);
-        assert_eq!(g.limit(), 17);
+        g.on_overload(g.epoch());
+        assert_eq!(g.limit(), 18);
+        window(&mut g, T, 18, now);
+        // Mean latency 1.25× the baseline at about 19 (it grew by one over
+        // the round): the coordinator serves about 19 / 1.25 = 15.2; a step
+        // below is 15.2 × 0.9 = 13.7.
+        window(&mut g, T.mul_f64(1.25), 18, now);
+        assert_eq!(g.limit(), 13);
+        // Answers of calls started before the decrease do not count again.
+        for _ in 0..20 {
+            g.on_success(T * 5, g.epoch() - 1, 13, now);
+        }
+        assert_eq!(g.limit(), 13);
         // 5× is capped at halving.
-        window(&mut g, T * 5, 17, now);
-        assert_eq!(g.limit(), 8);
+        window(&mut g, T * 5, 13, now);
+        assert_eq!(g.limit(), 6);
     }
 
     #[test]
@@ -444,7 +503,7 @@ mod tests {
             g.on_overload(g.epoch());
         }
         assert_eq!(g.limit(), 2);
-        for _ in 0..50 {
+        for _ in 0..200 {
             let l = g.limit();
             window(&mut g, T, l, now);
         }
@@ -452,17 +511,20 @@ mod tests {
     }
 
     #[test]
-    fn probes_again_after_the_interval() {
+    fn the_baseline_is_the_lowest_latency_of_the_last_two_periods() {
         let now = Instant::now();
         let mut g = probed(AdaptiveLimitConfig::default(), now);
-        let later = now + Duration::from_secs(61);
-        g.on_success(T, g.epoch(), 20, later);
-        assert_eq!(g.limit(), 3);
-        for _ in 0..20 {
-            g.on_success(T * 2, g.epoch(), 3, later);
-        }
+        // A lower latency lowers it at once.
+        g.on_success(T / 2, g.epoch(), 20, now);
+        assert_eq!(g.baseline(), Some(T / 2));
+        // After one period (60 s ± 15%) it is still remembered...
+        let later = now + Duration::from_secs(70);
+        g.on_success(T * 2, g.epoch(), 20, later);
+        assert_eq!(g.baseline(), Some(T / 2));
+        // ...after two it is forgotten: the coordinator became slower.
+        let later = later + Duration::from_secs(70);
+        g.on_success(T * 2, g.epoch(), 20, later);
         assert_eq!(g.baseline(), Some(T * 2));
-        assert_eq!(g.limit(), 20);
     }
 
     #[test]

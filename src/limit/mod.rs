@@ -11,46 +11,76 @@
 //!
 //! # The algorithm
 //!
-//! A latency gradient against a probed no-load latency (Envoy's adaptive
-//! concurrency filter, with Netflix Gradient2's tolerance), plus AIMD's
-//! multiplicative decrease on overload answers:
+//! AIMD (additive increase, multiplicative decrease) on two signals, the
+//! latency of a window of calls against a no-load latency and overload
+//! answers, designed for the hard case: a fleet of independent clients
+//! (one per orchestrator replica) sharing the same coordinators, none of
+//! which knows the others exist.
 //!
-//! - **No-load latency, probed.** At start, and every
-//!   [`probe_interval`](AdaptiveLimitConfig::probe_interval) (60 s), the
-//!   limit drops to [`probe_concurrency`](AdaptiveLimitConfig::probe_concurrency)
-//!   (3) for [`probe_samples`](AdaptiveLimitConfig::probe_samples) calls
-//!   (20), whose mean latency is the baseline. Vegas takes the smallest
-//!   latency ever seen instead, which a client that starts against an
-//!   already-full coordinator never sees (every call waits in its queue),
-//!   and which, for a coordinator whose builds take from one to ten
-//!   seconds, is far below a typical call; Gradient2 compares with a
-//!   long-term average, which drifts up with the queue it should detect.
-//!   Envoy's probe measures the mean at a concurrency that queues nothing.
-//! - **Gradient per window.** A window is `max(limit, 10)` calls, about one
-//!   round trip of the whole limit. With the mean latency of the window at
-//!   most [`tolerance`](AdaptiveLimitConfig::tolerance) (1.1) times the
-//!   baseline, the limit grows by `max(1, √limit / 2)` (Envoy's `√limit`
-//!   headroom, halved so that a small coordinator is not overshot by half
-//!   its capacity), unless fewer than half of it were used (Vegas and
-//!   Gradient2 hold then: an idle client proves nothing). Above it, the
-//!   limit is multiplied by `tolerance / ratio`, at least ½. By Little's
-//!   law a coordinator serving `C` calls at a time makes `n > C` calls take
-//!   `n / C` times as long on average, so one window lands the limit near
-//!   `tolerance × C`: the mean, not a percentile, is what measures the
-//!   queue.
-//! - **Overload.** A call that ends in what the classifier calls overload
-//!   ([`Overload`]: status 429 or 503, or an attempt timeout) multiplies the limit by
-//!   [`backoff`](AdaptiveLimitConfig::backoff) (0.9, AIMD's decrease), once
-//!   per round: the calls started before a decrease do not decrease it
-//!   again, as TCP halves once per window, so a burst of timeouts does not
-//!   collapse the limit to the floor.
+//! - **Why AIMD.** Chiu and Jain (1989) showed that among linear controls
+//!   only additive increase with multiplicative decrease converges to fair
+//!   shares among independent clients that see the same congestion signal:
+//!   every decrease takes more from the larger, every increase gives the
+//!   same to all. A pure gradient (Envoy's, Netflix Gradient2's) scales
+//!   each limit by the ratio its own client measures, so a client whose
+//!   baseline was measured under the others' load keeps growing while the
+//!   others shrink: measured with 8 clients, six sat at a limit of 1 with
+//!   Jain's fairness index 0.19–0.43, and the last to join won.
+//! - **No-load latency: the lowest seen, over the last one to two
+//!   periods.** Every client of a fleet sees the same coordinator, so the
+//!   smallest latency any of them observes is the same service time; a
+//!   mean measured at a low concurrency (Envoy's probe) includes the queue
+//!   the *other* clients keep (measured: 41–67 ms for a true 31 ms), and a
+//!   long-term average (Gradient2) drifts up with the queue it should
+//!   detect. The limit starts with [`probe_samples`](AdaptiveLimitConfig::probe_samples)
+//!   (20) calls at [`probe_concurrency`](AdaptiveLimitConfig::probe_concurrency)
+//!   (3), then keeps the lowest latency of the current
+//!   [`probe_interval`](AdaptiveLimitConfig::probe_interval) (60 s) and
+//!   of the one before; each period is jittered by ±15% (Envoy's jitter
+//!   of its re-measurement), so clients started together do not forget
+//!   together, and a coordinator that became slower for good is learned
+//!   within two periods. Nothing drops the limit to re-measure: the
+//!   decrease below drains the queue often enough for every client to see
+//!   the service time again.
+//! - **Increase.** A window is `max(limit, 10)` calls, about one round
+//!   trip of the whole limit. While the last window's mean latency was
+//!   within [`tolerance`](AdaptiveLimitConfig::tolerance) (1.1) times the
+//!   no-load latency, each answer adds `1 / limit` (about one a round trip
+//!   whatever the limit: TCP's congestion avoidance, Netflix's `AIMDLimit`),
+//!   so a client at the floor gains as fast as one at 100; until the first
+//!   decrease, each answer adds ½ instead (×1.5 a round trip, TCP's slow
+//!   start), so a large coordinator is found in a few round trips. An
+//!   increase needs at least half of the limit in use (Vegas and Gradient2
+//!   hold otherwise: an idle client proves nothing).
+//! - **Decrease on latency.** A window whose mean latency is `ratio` times
+//!   the no-load latency, above the tolerance, multiplies the limit by
+//!   `backoff / ratio` (0.9 / ratio, at least ½). By Little's law a
+//!   coordinator serving `C` calls at a time makes `n > C` calls take
+//!   `n / C` times as long on average, so `limit / ratio` is about what it
+//!   serves and the decrease lands a step below it: its queue drains, and
+//!   the clients' shares move toward equal (the same factor for all).
+//! - **Decrease on overload.** A call that ends in what the classifier
+//!   calls overload ([`Overload`]: status 429 or 503, or an attempt
+//!   timeout) multiplies the limit by [`backoff`](AdaptiveLimitConfig::backoff)
+//!   (0.9), once per round: the calls started before a decrease do not
+//!   decrease it again, as TCP halves once per window, so a burst of
+//!   timeouts does not collapse the limit to the floor.
 //! - **Bounds.** [`min_limit`](AdaptiveLimitConfig::min_limit) (1) and
 //!   [`max_limit`](AdaptiveLimitConfig::max_limit) (200).
 //!
 //! Measured against a simulated coordinator of capacity 4 and 128
 //! (`tests/adaptive.rs`), the calls in flight settle within 30% of the
-//! capacity and the 99th percentile latency within twice the unloaded
-//! one; see the README.
+//! capacity and the 99th percentile latency within twice the unloaded one.
+//! With 8 clients of 64 callers each against a coordinator of capacity 16
+//! (`tests/fleet.rs`), Jain's index is 0.94 (0.95 with clients joining a
+//! second apart), the coordinator holds 14 calls on average and its p99 is
+//! twice the service time; see BENCHMARKS.md.
+//!
+//! The lowest latency is a good no-load latency when a check's service
+//! time varies little. For a coordinator whose builds take from one to
+//! ten seconds it is far below a typical call: raise
+//! [`tolerance`](AdaptiveLimitConfig::tolerance) to the ratio of a typical
+//! call to the fastest (or leave the limit off, the default).
 //!
 //! # Backpressure
 //!

@@ -82,8 +82,10 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// It retries only what [`Error::is_retryable`] calls safe (connect and
 /// transport failures, timeouts, 408, 429, 5xx), never a 4xx, an invalid or
 /// oversized response, or a verdict (`approved: false` is an answer, not a
-/// failure). Between attempts it waits as its [`RetryBackoff`] says, or as long as
-/// the coordinator's `Retry-After` asks if that is longer. It gives up, with
+/// failure). Between attempts it waits as its [`RetryBackoff`] says, or at
+/// least as long as the coordinator's `Retry-After` asks, plus a random
+/// share of up to half of it (so the callers it turned away do not all
+/// return in the same instant). It gives up, with
 /// the last error, when:
 ///
 /// - the call has sent its attempts (default 3 in all, hedged copies
@@ -273,7 +275,7 @@ impl RetryPolicy {
                 stop("retry-after beyond the cap");
                 return None;
             }
-            delay = delay.max(asked);
+            delay = self.backoff.after_retry_after(asked, delay);
         }
         if let Some(deadline) = call.deadline() {
             if crate::time::after(delay) >= deadline {

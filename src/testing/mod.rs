@@ -167,10 +167,46 @@ impl TestCoordinator {
     /// # Ok(()) }
     /// ```
     pub fn capacity(&self, calls: usize, service_time: Duration) -> &Self {
+        let calls = calls.clamp(1, Semaphore::MAX_PERMITS);
         *lock(&self.shared.capacity) = Some(Capacity {
-            slots: Arc::new(Semaphore::new(calls.clamp(1, Semaphore::MAX_PERMITS))),
+            slots: Arc::new(Semaphore::new(calls)),
             service_time,
+            calls,
+            shed: None,
+            held: Arc::default(),
         });
+        self
+    }
+
+    /// With [`capacity`](Self::capacity) set: answers `reply` at once,
+    /// without serving, to a check that arrives while `queue` others
+    /// already wait (as a coordinator with a bounded queue answers 503 and
+    /// `Retry-After`). Does nothing without a capacity.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quality_gate::testing::{Reply, TestCoordinator};
+    /// use tower_quality_gate::{QualityClient, QualityRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let coordinator = TestCoordinator::start().await;
+    /// coordinator
+    ///     .capacity(1, Duration::from_millis(100))
+    ///     .shed_above(0, Reply::status(503).retry_after("1"));
+    /// let client = QualityClient::builder(coordinator.url()).attempts(1).build()?;
+    /// let (a, b) = tokio::join!(
+    ///     client.check(QualityRequest::new("t-1", "a-1")),
+    ///     client.check(QualityRequest::new("t-2", "a-1")),
+    /// );
+    /// assert!(a?.approved);
+    /// assert_eq!(b.unwrap_err().retry_after(), Some(Duration::from_secs(1)));
+    /// # Ok(()) }
+    /// ```
+    pub fn shed_above(&self, queue: usize, reply: Reply) -> &Self {
+        if let Some(capacity) = lock(&self.shared.capacity).as_mut() {
+            capacity.shed = Some((queue, reply));
+        }
         self
     }
 
@@ -181,7 +217,8 @@ impl TestCoordinator {
     }
 
     /// How long each check took to answer, from its arrival to its
-    /// response head, queue included, in order of answer (none while
+    /// response head, queue included, in order of answer (checks turned
+    /// away by [`shed_above`](Self::shed_above) excluded; none while
     /// [`record_requests`](Self::record_requests) is off).
     pub fn latencies(&self) -> Vec<Duration> {
         lock(&self.shared.latencies).clone()

@@ -140,16 +140,20 @@ async fn handle(
         lock(&shared.recorded).push(recorded);
     }
 
+    let (mut reply, mut served) = (reply, is_check);
     if is_check {
         let capacity = lock(&shared.capacity).clone();
         if let Some(capacity) = capacity {
-            capacity.serve().await;
+            match capacity.admit() {
+                Ok(held) => capacity.serve(held).await,
+                Err(shed) => (reply, served) = (shed, false),
+            }
         }
     }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    if is_check && shared.recording.load(Ordering::SeqCst) {
+    if served && shared.recording.load(Ordering::SeqCst) {
         lock(&shared.latencies).push(arrived.elapsed());
     }
     match reply.abort {

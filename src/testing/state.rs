@@ -111,16 +111,42 @@ impl Drop for InFlight {
 }
 
 /// A coordinator that serves `slots` checks at a time, each taking
-/// `service_time`; the others wait in its queue, first come first served.
+/// `service_time`; the others wait in its queue, first come first served,
+/// or are turned away with `shed` once `calls + queue` are held.
 #[derive(Clone, Debug)]
 pub(crate) struct Capacity {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) service_time: Duration,
+    pub(crate) calls: usize,
+    /// The longest queue, and the reply beyond it.
+    pub(crate) shed: Option<(usize, Reply)>,
+    /// Checks served or queued now.
+    pub(crate) held: Arc<AtomicUsize>,
+}
+
+/// A check held by a [`Capacity`], served or queued.
+pub(crate) struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Capacity {
+    /// Takes the check in (served or queued), or `Err` with the reply that
+    /// turns it away when the queue is full.
+    pub(crate) fn admit(&self) -> Result<Held, Reply> {
+        let held = self.held.fetch_add(1, Ordering::SeqCst) + 1;
+        let guard = Held(self.held.clone());
+        match &self.shed {
+            Some((queue, reply)) if held > self.calls.saturating_add(*queue) => Err(reply.clone()),
+            _ => Ok(guard),
+        }
+    }
+
     /// Waits for a slot, then serves for `service_time`.
-    pub(crate) async fn serve(&self) {
+    pub(crate) async fn serve(&self, _held: Held) {
         // The semaphore is never closed; a closed one serves at once.
         let _slot = self.slots.acquire().await;
         tokio::time::sleep(self.service_time).await;
