@@ -96,8 +96,10 @@ impl ClientBuilder {
     /// let client = builder.build()?;
     /// # let _ = client;
     ///
-    /// let err = ClientBuilder::from_vars(|name| {
-    ///     (name == "COORDINATOR_ATTEMPTS").then(|| "three".to_owned())
+    /// let err = ClientBuilder::from_vars(|name| match name {
+    ///     "COORDINATOR_URL" => Some("http://coordinator.internal:8000".to_owned()),
+    ///     "COORDINATOR_ATTEMPTS" => Some("three".to_owned()),
+    ///     _ => None,
     /// })
     /// .unwrap_err();
     /// assert!(err.to_string().contains("COORDINATOR_ATTEMPTS"));
