@@ -5,7 +5,32 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use tower_quality_gate::testing::{Reply, TestCoordinator};
-use tower_quality_gate::{ClientBuilder, QualityClient, QualityRequest};
+use tower_quality_gate::{ClientBuilder, Error, QualityClient, QualityRequest};
+
+async fn approving() -> TestCoordinator {
+    let coordinator = TestCoordinator::start().await;
+    coordinator.always(Reply::approve());
+    coordinator
+}
+
+/// One check of `client`, which must fail.
+async fn failing(client: &QualityClient) -> Error {
+    client
+        .check(QualityRequest::new("t", "a"))
+        .await
+        .unwrap_err()
+}
+
+/// Sends one check with `client` and returns what the coordinator saw.
+async fn sent_with(
+    coordinator: &TestCoordinator,
+    client: QualityClient,
+) -> Vec<(Option<String>, Option<String>)> {
+    coordinator.reset();
+    coordinator.always(Reply::approve());
+    client.check(QualityRequest::new("t", "a")).await.unwrap();
+    auth_headers(coordinator)
+}
 
 fn auth_headers(coordinator: &TestCoordinator) -> Vec<(Option<String>, Option<String>)> {
     let value = |r: &tower_quality_gate::testing::Recorded, name: &str| {
@@ -23,8 +48,7 @@ fn auth_headers(coordinator: &TestCoordinator) -> Vec<(Option<String>, Option<St
 
 #[tokio::test]
 async fn empty_credentials_from_the_environment_are_none() {
-    let coordinator = TestCoordinator::start().await;
-    coordinator.always(Reply::approve());
+    let coordinator = approving().await;
     let url = coordinator.url();
     let client = ClientBuilder::from_vars(|name| match name {
         "COORDINATOR_URL" => Some(url.clone()),
@@ -35,21 +59,18 @@ async fn empty_credentials_from_the_environment_are_none() {
     .unwrap()
     .build()
     .unwrap();
-    client.check(QualityRequest::new("t", "a")).await.unwrap();
-    assert_eq!(auth_headers(&coordinator), vec![(None, None)]);
+    assert_eq!(sent_with(&coordinator, client).await, vec![(None, None)]);
 }
 
 #[tokio::test]
 async fn an_empty_bearer_token_or_api_key_from_the_builder_is_none() {
-    let coordinator = TestCoordinator::start().await;
-    coordinator.always(Reply::approve());
+    let coordinator = approving().await;
     let client = QualityClient::builder(coordinator.url())
         .bearer_token("")
         .api_key(" ")
         .build()
         .unwrap();
-    client.check(QualityRequest::new("t", "a")).await.unwrap();
-    assert_eq!(auth_headers(&coordinator), vec![(None, None)]);
+    assert_eq!(sent_with(&coordinator, client).await, vec![(None, None)]);
 
     // No token, so a configured authorization header is not a conflict.
     let client = QualityClient::builder(coordinator.url())
@@ -57,19 +78,15 @@ async fn an_empty_bearer_token_or_api_key_from_the_builder_is_none() {
         .header("authorization", "Basic dTpw")
         .build()
         .unwrap();
-    coordinator.reset();
-    coordinator.always(Reply::approve());
-    client.check(QualityRequest::new("t", "a")).await.unwrap();
     assert_eq!(
-        auth_headers(&coordinator),
+        sent_with(&coordinator, client).await,
         vec![(Some("Basic dTpw".to_owned()), None)]
     );
 }
 
 #[tokio::test]
 async fn a_calls_own_credential_header_replaces_the_configured_one() {
-    let coordinator = TestCoordinator::start().await;
-    coordinator.always(Reply::approve());
+    let coordinator = approving().await;
     let client = QualityClient::builder(coordinator.url())
         .bearer_token("configured")
         .api_key("configured-key")
@@ -110,10 +127,7 @@ async fn a_connect_error_names_its_coordinator_without_the_path() {
         .attempts(1)
         .build()
         .unwrap();
-    let err = client
-        .check(QualityRequest::new("t", "a"))
-        .await
-        .unwrap_err();
+    let err = failing(&client).await;
     let origin = format!("http://127.0.0.1:{port}");
     assert!(err.is_connect(), "{err}");
     assert_eq!(err.coordinator(), Some(origin.as_str()));
@@ -139,10 +153,7 @@ async fn timeouts_name_their_coordinator() {
         .attempt_timeout(Duration::from_millis(20))
         .build()
         .unwrap();
-    let err = client
-        .check(QualityRequest::new("t", "a"))
-        .await
-        .unwrap_err();
+    let err = failing(&client).await;
     assert!(err.is_timeout(), "{err}");
     assert_eq!(err.coordinator(), Some(origin.as_str()));
     assert!(err.to_string().contains(&origin), "{err}");
@@ -151,10 +162,7 @@ async fn timeouts_name_their_coordinator() {
         .total_timeout(Duration::from_millis(20))
         .build()
         .unwrap();
-    let err = client
-        .check(QualityRequest::new("t", "a"))
-        .await
-        .unwrap_err();
+    let err = failing(&client).await;
     assert!(err.is_total_timeout(), "{err}");
     assert!(
         err.to_string()
