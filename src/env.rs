@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::check::{QualityCheck, QualityCheckBuilder, DEFAULT_COORDINATOR_URL};
+use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::client::ClientBuilder;
 use crate::error::Error;
 use crate::proxy::Proxy;
@@ -39,7 +39,7 @@ impl ClientBuilder {
     ///
     /// | Variable | Sets | Example |
     /// |---|---|---|
-    /// | `COORDINATOR_URL` | the coordinator's base URL (default `http://127.0.0.1:8000`, with a warning) | `https://coordinator.internal:8443` |
+    /// | `COORDINATOR_URL` | the coordinator's base URL (required) | `https://coordinator.internal:8443` |
     /// | `COORDINATOR_TOKEN` | `Authorization: Bearer …` | |
     /// | `COORDINATOR_API_KEY` | `X-API-Key: …` | |
     /// | `COORDINATOR_ATTEMPTS` | attempts per call, ≥ 1 | `3` |
@@ -57,17 +57,24 @@ impl ClientBuilder {
     /// ([`Error::is_config`]) that names the variable and never shows a
     /// secret's value.
     ///
-    /// Without `COORDINATOR_URL` the coordinator is `http://127.0.0.1:8000`,
-    /// for local development, and a warning is logged; services should use
-    /// [`from_env_strict`](Self::from_env_strict).
+    /// Without `COORDINATOR_URL` (or with it empty) this is a configuration
+    /// error naming the variable, and there is no default coordinator. An
+    /// operator who forgot to set it wants the service to refuse to start,
+    /// where the deployment reports it, rather than start and fail every
+    /// check (fail closed: every piece of work kept out) against a
+    /// `127.0.0.1:8000` that a log nobody reads would have mentioned, or
+    /// that another local service answers. For a coordinator on this
+    /// machine, set `COORDINATOR_URL=http://127.0.0.1:8000` or call
+    /// [`QualityClient::builder`] with the URL.
     pub fn from_env() -> Result<Self, Error> {
-        from_lookup(false, os_var)
+        from_lookup(os_var)
     }
 
-    /// Like [`from_env`](Self::from_env), but refuses to start without
-    /// `COORDINATOR_URL` rather than falling back to a local coordinator.
+    /// The same as [`from_env`](Self::from_env), which no longer falls back
+    /// to a local coordinator either; kept so that code written for the
+    /// earlier lenient `from_env` still builds.
     pub fn from_env_strict() -> Result<Self, Error> {
-        from_lookup(true, os_var)
+        from_lookup(os_var)
     }
 
     /// Like [`from_env`](Self::from_env), with the variables given by
@@ -90,21 +97,24 @@ impl ClientBuilder {
     /// let client = builder.build()?;
     /// # let _ = client;
     ///
-    /// let err = ClientBuilder::from_vars(|name| {
-    ///     (name == "COORDINATOR_ATTEMPTS").then(|| "three".to_owned())
+    /// let err = ClientBuilder::from_vars(|name| match name {
+    ///     "COORDINATOR_URL" => Some("http://coordinator.internal:8000".to_owned()),
+    ///     "COORDINATOR_ATTEMPTS" => Some("three".to_owned()),
+    ///     _ => None,
     /// })
     /// .unwrap_err();
     /// assert!(err.to_string().contains("COORDINATOR_ATTEMPTS"));
     /// # Ok::<(), tower_quality_gate::Error>(())
     /// ```
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        from_lookup(false, |name| Ok(lookup(name)))
+        from_lookup(|name| Ok(lookup(name)))
     }
 
-    /// Like [`from_vars`](Self::from_vars), but refuses to start without
-    /// `COORDINATOR_URL`, as [`from_env_strict`](Self::from_env_strict).
+    /// The same as [`from_vars`](Self::from_vars), as
+    /// [`from_env_strict`](Self::from_env_strict) is the same as
+    /// [`from_env`](Self::from_env).
     pub fn from_vars_strict(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        from_lookup(true, |name| Ok(lookup(name)))
+        from_lookup(|name| Ok(lookup(name)))
     }
 }
 
@@ -119,7 +129,6 @@ fn os_var(name: &str) -> Result<Option<String>, Error> {
 }
 
 fn from_lookup(
-    strict: bool,
     lookup: impl Fn(&str) -> Result<Option<String>, Error>,
 ) -> Result<ClientBuilder, Error> {
     // Empty counts as unset: `FOO=` in a unit file or compose file means "no value".
@@ -133,14 +142,7 @@ fn from_lookup(
             })?;
             url
         }
-        None if strict => return Err(Error::config(format!("{URL} is not set"))),
-        None => {
-            tracing::warn!(
-                url = DEFAULT_COORDINATOR_URL,
-                "{URL} is not set; using the local default coordinator"
-            );
-            DEFAULT_COORDINATOR_URL.to_owned()
-        }
+        None => return Err(Error::config(format!("{URL} is not set: set it to the coordinator's base URL (http://127.0.0.1:8000 for one on this machine)"))),
     };
     let mut b = QualityClient::builder(url);
     if let Some(token) = get(TOKEN)? {
@@ -213,7 +215,7 @@ fn tls_files(
             let (cert, key) = (read(CLIENT_CERT_FILE, &cert)?, read(CLIENT_KEY_FILE, &key)?);
             // Which file is at fault: the chain is read first, so an error
             // with no key that is not about the key is the chain's.
-            let chain_alone = QualityCheck::builder(DEFAULT_COORDINATOR_URL)
+            let chain_alone = QualityCheck::builder(PROBE_URL)
                 .client_identity_pem(&cert, "")
                 .build();
             if let Err(e) = chain_alone {
@@ -257,13 +259,17 @@ fn read(name: &str, path: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::config_with(format!("{name}: cannot read {path:?}"), e))
 }
 
+/// A placeholder address for the settings checked alone below: they are
+/// validated, never sent.
+const PROBE_URL: &str = "http://127.0.0.1:8000";
+
 /// Builds a check with one variable's setting alone, so that what only
 /// `build()` refuses is refused now, naming the variable.
 fn check_alone(
     name: &str,
     set: impl FnOnce(QualityCheckBuilder) -> QualityCheckBuilder,
 ) -> Result<(), Error> {
-    set(QualityCheck::builder(DEFAULT_COORDINATOR_URL))
+    set(QualityCheck::builder(PROBE_URL))
         .build()
         .map(drop)
         .map_err(|e| named(name, e))
@@ -271,7 +277,7 @@ fn check_alone(
 
 /// [`check_alone`] for a client setting.
 fn client_alone(name: &str, set: impl FnOnce(ClientBuilder) -> ClientBuilder) -> Result<(), Error> {
-    set(QualityClient::builder(DEFAULT_COORDINATOR_URL))
+    set(QualityClient::builder(PROBE_URL))
         .build()
         .map(drop)
         .map_err(|e| named(name, e))

@@ -41,6 +41,9 @@ struct Inner {
     request_id: Option<http::HeaderValue>,
     /// The coordinator provably did not process the request.
     unprocessed: bool,
+    /// The coordinator the error was for, as `scheme://host:port` (no user
+    /// info, path or query: see [`Error::coordinator`]).
+    coordinator: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -168,8 +171,65 @@ impl Error {
                 attempts: 0,
                 request_id: None,
                 unprocessed: false,
+                coordinator: None,
             }),
         }
+    }
+
+    /// Names the coordinator `base` (its scheme, host and port only) as the
+    /// one this error was for, unless the error already names one.
+    pub(crate) fn for_coordinator(mut self, base: &http::Uri) -> Error {
+        if self.inner.coordinator.is_none() {
+            let scheme = base.scheme_str().unwrap_or("http");
+            let port = base
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            let host = base.host().unwrap_or("");
+            self.inner.coordinator = Some(format!("{scheme}://{host}:{port}").into());
+        }
+        self
+    }
+
+    /// The coordinator this error was for, as `scheme://host:port`
+    /// (`http://10.0.0.2:8000`): never user info, a path or a query, which
+    /// may carry secrets. Connect, transport, TLS, timeout and status errors
+    /// of a [`QualityCheck`](crate::QualityCheck) name it, and so do the
+    /// errors of a [`QualityClient`](crate::QualityClient) with one base URL;
+    /// with several replicas, an attempt's error names its replica and a
+    /// call's timeout names none (its [`source`](StdError::source), the last
+    /// attempt's error, may). `Display` says it for connect, transport, TLS
+    /// and timeout errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let port = listener.local_addr().unwrap().port();
+    /// drop(listener); // nothing listens there now
+    /// let client = tower_quality_gate::QualityClient::builder(format!("http://127.0.0.1:{port}/base"))
+    ///     .attempts(1)
+    ///     .build()?;
+    /// let err = client.check(tower_quality_gate::QualityRequest::new("t", "a")).await.unwrap_err();
+    /// assert_eq!(err.coordinator(), Some(format!("http://127.0.0.1:{port}").as_str()));
+    /// assert!(err.to_string().contains(&format!("at http://127.0.0.1:{port}")));
+    /// # Ok(()) }
+    /// ```
+    pub fn coordinator(&self) -> Option<&str> {
+        self.inner.coordinator.as_deref()
+    }
+
+    /// " at {coordinator}" when the error names one, for `Display`.
+    fn at(&self) -> impl fmt::Display + '_ {
+        struct At<'a>(Option<&'a str>);
+        impl fmt::Display for At<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(c) => write!(f, " at {c}"),
+                    None => Ok(()),
+                }
+            }
+        }
+        At(self.coordinator())
     }
 
     pub(crate) fn config(msg: impl Into<String>) -> Error {
@@ -494,17 +554,25 @@ impl fmt::Display for Error {
         match &self.inner.kind {
             Kind::Config(msg) => write!(f, "invalid configuration: {msg}"),
             Kind::Connect => {
-                f.write_str("could not connect to the coordinator")?;
+                write!(f, "could not connect to the coordinator{}", self.at())?;
                 crate::tls::fmt_failure(self.source(), f)
             }
             Kind::Transport => {
-                f.write_str("connection to the coordinator failed")?;
+                write!(f, "connection to the coordinator{} failed", self.at())?;
                 crate::tls::fmt_failure(self.source(), f)
             }
-            Kind::Timeout(TimeoutKind::Attempt) => f.write_str("attempt timed out"),
-            Kind::Timeout(TimeoutKind::Total) => f.write_str("quality check passed its deadline"),
-            Kind::Timeout(TimeoutKind::Health) => f.write_str("health check timed out"),
-            Kind::Timeout(TimeoutKind::Unknown) => f.write_str("quality check timed out"),
+            Kind::Timeout(TimeoutKind::Attempt) => {
+                write!(f, "attempt to the coordinator{} timed out", self.at())
+            }
+            Kind::Timeout(TimeoutKind::Total) => {
+                write!(f, "quality check{} passed its deadline", self.at())
+            }
+            Kind::Timeout(TimeoutKind::Health) => {
+                write!(f, "health check of the coordinator{} timed out", self.at())
+            }
+            Kind::Timeout(TimeoutKind::Unknown) => {
+                write!(f, "quality check{} timed out", self.at())
+            }
             Kind::Status {
                 status, snippet, ..
             } => {

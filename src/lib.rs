@@ -2,6 +2,7 @@
 //!
 //! # The crate's modules
 //!
+//! - [`guide`]: the reference pages the sections above link to.
 //! - [`QualityCheck`]: one attempt, the bare service; [`QualityClient`] and
 //!   [`ClientBuilder`]: the default stack and the layers it is made of.
 //! - [`call`]: each call's identity ([`call::Identify`], [`call::Call`]);
@@ -30,6 +31,7 @@ pub mod discover;
 mod env;
 mod error;
 pub mod gate;
+pub mod guide;
 mod http2;
 pub mod limit;
 #[cfg(feature = "metrics")]

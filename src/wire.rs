@@ -107,7 +107,14 @@ impl QualityRequest {
     /// Sends this header with every attempt of this call only (for example
     /// `traceparent`). A header the client sets itself (`content-type`,
     /// `content-length`, `host`, …) fails the call with a configuration
-    /// error.
+    /// error. Any other header replaces the configured header of the same
+    /// name for this call, credentials included: a call's own
+    /// `authorization` is sent instead of the
+    /// [`bearer_token`](crate::QualityCheckBuilder::bearer_token), a call's
+    /// own `x-api-key` instead of the
+    /// [`api_key`](crate::QualityCheckBuilder::api_key). Such a value is
+    /// treated as a secret: scrubbed from echoing error bodies, hidden from
+    /// `Debug`.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.options.headers.insert(name, value);
         self

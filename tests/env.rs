@@ -13,10 +13,13 @@ use tower_quality_gate::{ClientBuilder, Error, QualityRequest};
 use net::{ProxyMode, TestProxy};
 
 fn from(pairs: &[(&str, &str)]) -> Result<ClientBuilder, Error> {
-    let vars: HashMap<String, String> = pairs
+    let mut vars: HashMap<String, String> = pairs
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
+    // COORDINATOR_URL is required (#18): a local one unless the test sets it.
+    vars.entry("COORDINATOR_URL".to_owned())
+        .or_insert_with(|| "http://127.0.0.1:8000".to_owned());
     ClientBuilder::from_vars(|name| vars.get(name).cloned())
 }
 
@@ -184,7 +187,7 @@ impl Drop for TempFiles {
 }
 
 #[test]
-fn the_strict_variant_needs_a_url_and_the_lenient_one_falls_back() {
+fn both_variants_need_a_url() {
     let err = ClientBuilder::from_vars_strict(|_| None).unwrap_err();
     assert!(
         err.is_config() && err.to_string().contains("COORDINATOR_URL"),
@@ -195,8 +198,12 @@ fn the_strict_variant_needs_a_url_and_the_lenient_one_falls_back() {
         .unwrap_err();
     assert!(err.is_config());
 
-    let lenient = ClientBuilder::from_vars(|_| None).unwrap();
-    assert!(format!("{lenient:?}").contains("http://127.0.0.1:8000"));
+    // No fallback to a local coordinator (issue #18): the operator is told.
+    let err = ClientBuilder::from_vars(|_| None).unwrap_err();
+    assert!(
+        err.is_config() && err.to_string().contains("COORDINATOR_URL is not set"),
+        "{err}"
+    );
     let strict = ClientBuilder::from_vars_strict(|n| {
         (n == "COORDINATOR_URL").then(|| "http://c:1".to_owned())
     })

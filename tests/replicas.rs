@@ -171,7 +171,11 @@ async fn hedged_copies_stay_within_the_concurrency_limit_and_the_attempts() {
         // Half the calls are slow enough to be hedged.
         r.respond_with(|rec| {
             let n: usize = common::task_id(rec)[5..].parse().unwrap_or(0);
-            Reply::approve().delay(Duration::from_millis(if n % 2 == 0 { 10 } else { 1000 }))
+            Reply::approve().delay(Duration::from_millis(if n.is_multiple_of(2) {
+                10
+            } else {
+                1000
+            }))
         });
     }
     let hedging = Hedging::default()

@@ -77,7 +77,7 @@ async fn chaos(coordinator: Arc<TestCoordinator>, until: Instant) -> usize {
         tick.tick().await;
         n += 1;
         coordinator.close_idle_connections();
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             coordinator.stop().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             coordinator.restart().await.unwrap();

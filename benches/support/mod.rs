@@ -152,7 +152,7 @@ async fn answer(
                 .unwrap_or(1);
             let mut failed = state.failed.lock().unwrap_or_else(|e| e.into_inner());
             // A first attempt leaves a mark and fails; its retry removes it.
-            id % 2 == 0 && !failed.remove(&id) && failed.insert(id)
+            id.is_multiple_of(2) && !failed.remove(&id) && failed.insert(id)
         }
     };
     let (status, body) = if fail {

@@ -33,7 +33,6 @@ pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The coordinator URL used when `COORDINATOR_URL` is unset: the
 /// coordinator's conventional port on this host.
-pub(crate) const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:8000";
 /// The environment variable [`QualityCheck::from_env`] reads.
 pub(crate) const COORDINATOR_URL_ENV: &str = "COORDINATOR_URL";
 
@@ -131,9 +130,19 @@ impl QualityCheckBuilder {
     /// it has it replaced by `[redacted]`. Default: none.
     ///
     /// With a token set, an `authorization` header from
-    /// [`header`](Self::header) is a configuration error.
+    /// [`header`](Self::header) is a configuration error. A call's own
+    /// `authorization` header ([`QualityRequest::header`](crate::QualityRequest::header))
+    /// replaces it for that call: the more specific setting wins, as a
+    /// per-request header wins over a default one in most HTTP clients.
+    ///
+    /// An empty or all-blank token is no token (`Authorization: Bearer `
+    /// with nothing after it is never sent), so
+    /// `.bearer_token(std::env::var("TOKEN").unwrap_or_default())` means
+    /// "the token, if there is one", as an empty `COORDINATOR_TOKEN` does for
+    /// [`ClientBuilder::from_env`](crate::ClientBuilder::from_env).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
-        self.bearer_token = Some(Secret(token.into()));
+        let token = token.into();
+        self.bearer_token = (!token.trim().is_empty()).then_some(Secret(token));
         self
     }
 
@@ -141,9 +150,12 @@ impl QualityCheckBuilder {
     /// coordinator's own services. Redacted like the bearer token. Default: none.
     ///
     /// With a key set, an `x-api-key` header from [`header`](Self::header)
-    /// is a configuration error.
+    /// is a configuration error; a call's own `x-api-key` header replaces it
+    /// for that call. An empty or all-blank key is no key, as for
+    /// [`bearer_token`](Self::bearer_token).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(Secret(key.into()));
+        let key = key.into();
+        self.api_key = (!key.trim().is_empty()).then_some(Secret(key));
         self
     }
 
@@ -596,11 +608,14 @@ impl fmt::Debug for QualityCheckBuilder {
     }
 }
 
-/// Reads the coordinator URL from `COORDINATOR_URL`, or the default.
+/// Reads the coordinator URL from `COORDINATOR_URL`, which must be set
+/// (see [`ClientBuilder::from_env`](crate::ClientBuilder::from_env) for why).
 pub(crate) fn env_url() -> Result<String, Error> {
     match std::env::var(COORDINATOR_URL_ENV) {
         Ok(url) => Ok(url),
-        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_COORDINATOR_URL.to_owned()),
+        Err(std::env::VarError::NotPresent) => Err(Error::config(format!(
+            "{COORDINATOR_URL_ENV} is not set: set it to the coordinator's base URL (http://127.0.0.1:8000 for one on this machine)"
+        ))),
         // Not the `VarError` as a source: it would print the value.
         Err(_) => Err(Error::config(format!(
             "{COORDINATOR_URL_ENV} is not valid unicode"

@@ -104,6 +104,7 @@ impl ResponseFuture {
 
     fn finish(&mut self, result: Result<QualityResponse, Error>) -> Poll<<Self as Future>::Output> {
         self.state = State::Done;
+        let result = result.map_err(|e| e.for_coordinator(&self.config.base));
         self.metrics.finish(result.as_ref().err());
         match &result {
             Ok(verdict) => {

@@ -55,9 +55,10 @@ impl QualityCheck {
                 .unwrap_or_default();
             Err(self.config.status_error(status, &body, retry_after))
         };
-        match tokio::time::timeout(self.config.health_timeout, call).await {
+        let result = match tokio::time::timeout(self.config.health_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(TimeoutKind::Health)),
-        }
+        };
+        result.map_err(|e| e.for_coordinator(&self.config.base))
     }
 }

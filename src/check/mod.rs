@@ -17,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use tower::Service;
 
 pub use self::builder::QualityCheckBuilder;
-pub(crate) use self::builder::DEFAULT_COORDINATOR_URL;
 
 use self::config::Config;
 use self::future::ResponseFuture;
@@ -64,8 +63,9 @@ impl QualityCheck {
         Self::builder(base_url).build()
     }
 
-    /// A service for the coordinator named by `COORDINATOR_URL`, or
-    /// `http://127.0.0.1:8000` when it is unset.
+    /// A service for the coordinator named by `COORDINATOR_URL`; a
+    /// configuration error naming the variable when it is unset, as for
+    /// [`ClientBuilder::from_env`](crate::ClientBuilder::from_env).
     pub fn from_env() -> Result<Self, Error> {
         Self::builder(builder::env_url()?).build()
     }

@@ -96,8 +96,8 @@ impl QualityClient {
         ClientBuilder::new(base_url)
     }
 
-    /// A client for the coordinator named by `COORDINATOR_URL`, or
-    /// `http://127.0.0.1:8000` when it is unset.
+    /// A client configured from the environment: see
+    /// [`ClientBuilder::from_env`] (`COORDINATOR_URL` is required).
     pub fn from_env() -> Result<Self, Error> {
         ClientBuilder::from_env()?.build()
     }
@@ -113,7 +113,17 @@ impl QualityClient {
     /// [`deadline`](QualityRequest::deadline) or
     /// [`timeout`](QualityRequest::timeout), or the client's total timeout,
     /// whichever ends first) also covers the wait for a slot.
-    pub async fn check(&self, mut req: QualityRequest) -> Result<QualityResponse, Error> {
+    pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
+        let result = self.check_unnamed(req).await;
+        // With one coordinator, every error is for it (an attempt's error
+        // already names it; a timeout or a slot wait does not yet).
+        match &self.settings.replicas[..] {
+            [] | [_] => result.map_err(|e| e.for_coordinator(self.settings.check.base_url())),
+            _ => result,
+        }
+    }
+
+    async fn check_unnamed(&self, mut req: QualityRequest) -> Result<QualityResponse, Error> {
         let mut svc = self.clone();
         // A free slot, the common case: the call's deadline is set when the
         // stack takes it, and no timer is needed for the wait.

@@ -4,8 +4,8 @@
 //! against a test coordinator started in this process on 127.0.0.1.
 //!
 //! ```text
-//! cargo run --example quickstart
-//! COORDINATOR_URL=http://127.0.0.1:8000 cargo run --example quickstart
+//! cargo run -p quickstart
+//! COORDINATOR_URL=http://127.0.0.1:8000 cargo run -p quickstart
 //! ```
 
 use tower_quality_gate::testing::{Reply, TestCoordinator};
