@@ -27,7 +27,10 @@
 //! `callgrind_annotate`), `--top N` to print, per client, the N functions
 //! whose exclusive instructions per call differ most from raw's (differenced
 //! between the two run lengths, as the totals are), `--inclusive` to rank
-//! by inclusive instructions instead. Needs `valgrind` and, for `--top`,
+//! by inclusive instructions instead, `--base KIND` to difference the
+//! profile against another client than raw (`--base check` shows what the
+//! layers of `client` add), `--reuse` to read the callgrind files an earlier
+//! run left in `--out` instead of running the clients again. Needs `valgrind` and, for `--top`,
 //! `callgrind_annotate`. CI only compiles it.
 
 #[path = "support/clients.rs"]
@@ -58,6 +61,10 @@ struct Options {
     out: PathBuf,
     top: usize,
     inclusive: bool,
+    /// The client the profile is differenced against.
+    base: Kind,
+    /// Reuse the callgrind files of an earlier run in `out`.
+    reuse: bool,
 }
 
 fn main() {
@@ -121,6 +128,8 @@ fn main() {
         out: PathBuf::from(value("--out").unwrap_or("target/cost")),
         top: value("--top").map_or(0, |v| numbers(v)[0] as usize),
         inclusive: flag("--inclusive"),
+        base: value("--base").map_or(Kind::Raw, Kind::parse),
+        reuse: flag("--reuse"),
     };
     let command = if args.is_empty() {
         "cargo bench --bench cost".to_owned()
@@ -137,9 +146,15 @@ fn run(opts: &Options, command: &str) {
     let mut measured = Vec::new();
     for &concurrency in &opts.levels {
         for &kind in &opts.kinds {
-            let files = opts
-                .calls
-                .map(|n| callgrind(pinning, &opts.out, kind, &server.url, concurrency, n));
+            let files = opts.calls.map(|n| {
+                let file = opts
+                    .out
+                    .join(format!("{}-c{concurrency}-{n}.out", kind.name()));
+                if !(opts.reuse && file.exists()) {
+                    callgrind(pinning, &file, kind, &server.url, concurrency, n);
+                }
+                file
+            });
             let ir = files.clone().map(|f| total(&f));
             let per_call = (ir[1] - ir[0]) as f64 / (opts.calls[1] - opts.calls[0]) as f64;
             eprintln!(
@@ -201,16 +216,22 @@ fn run(opts: &Options, command: &str) {
             "exclusive"
         };
         for &c in &opts.levels {
-            let raw = profile(find(Kind::Raw, c), opts);
-            for &kind in opts.kinds.iter().filter(|k| **k != Kind::Raw) {
+            let base = find(opts.base, c);
+            let raw = profile(base, opts);
+            for &kind in opts.kinds.iter().filter(|k| **k != opts.base) {
                 let m = find(kind, c);
                 let own = profile(m, opts);
                 println!(
-                    "### {} − (a), c={c}: {what} instructions per call, by function ({} in all)\n",
+                    "### {} − {}, c={c}: {what} instructions per call, by function ({} in all)\n",
                     kind.label(),
-                    thousands(m.per_call - find(Kind::Raw, c).per_call)
+                    opts.base.name(),
+                    thousands(m.per_call - base.per_call)
                 );
-                println!("| Δ per call | {} | (a) | function |", kind.name());
+                println!(
+                    "| Δ per call | {} | {} | function |",
+                    kind.name(),
+                    opts.base.name()
+                );
                 println!("|---:|---:|---:|---|");
                 let mut names: Vec<&String> = own.keys().chain(raw.keys()).collect();
                 names.sort();
@@ -233,16 +254,8 @@ fn run(opts: &Options, command: &str) {
     }
 }
 
-/// Runs one client process under callgrind; the path of its output.
-fn callgrind(
-    pinning: Pinning,
-    out: &Path,
-    kind: Kind,
-    url: &str,
-    concurrency: usize,
-    calls: u64,
-) -> PathBuf {
-    let file = out.join(format!("{}-c{concurrency}-{calls}.out", kind.name()));
+/// Runs one client process under callgrind, its output to `file`.
+fn callgrind(pinning: Pinning, file: &Path, kind: Kind, url: &str, concurrency: usize, calls: u64) {
     let exe = std::env::current_exe().expect("the bench's own path");
     let mut command = if pinning.taskset {
         let mut c = Command::new("taskset");
@@ -268,7 +281,6 @@ fn callgrind(
         "{} at {concurrency}: the client process failed: {line}",
         kind.label()
     );
-    file
 }
 
 /// The total instruction count of a callgrind output file.

@@ -78,8 +78,18 @@ pub(crate) fn call_finished(call: &Call, result: &Result<QualityResponse, Error>
 
 /// The span of one attempt, a child of the call's.
 pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracing::Span {
+    attempt_span_of(call.span(), call.request_id(), attempt, url)
+}
+
+/// The span of one attempt, a child of `parent`, for a call with this id.
+pub(crate) fn attempt_span_of(
+    parent: &tracing::Span,
+    request_id: Option<&http::HeaderValue>,
+    attempt: u32,
+    url: &http::Uri,
+) -> tracing::Span {
     let span = tracing::info_span!(
-        parent: call.span(),
+        parent: parent,
         "POST",
         otel.kind = "client",
         otel.name = "POST",
@@ -101,7 +111,7 @@ pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracin
     if attempt > 1 {
         span.record("http.request.resend_count", attempt - 1);
     }
-    if let Some(id) = call.request_id().and_then(|id| id.to_str().ok()) {
+    if let Some(id) = request_id.and_then(|id| id.to_str().ok()) {
         span.record("quality_gate.request_id", id);
     }
     span

@@ -80,13 +80,18 @@ impl ResponseFuture {
         let (parts, body) = response.into_parts();
         let status = parts.status;
         self.metrics.status(status);
-        self.span
-            .record("http.response.status_code", status.as_u16());
-        self.span
-            .record("network.protocol.version", protocol_version(parts.version));
+        // A disabled span still looks its fields up by name to record
+        // nothing: not done unless a subscriber wants the span.
+        if !self.span.is_disabled() {
+            self.span
+                .record("http.response.status_code", status.as_u16());
+            self.span
+                .record("network.protocol.version", protocol_version(parts.version));
+        }
         if status.is_success() {
             check_content_type(&parts.headers)?;
-            if content_length(&parts.headers).is_some_and(|n| n > self.config.body_limit as u64) {
+            // hyper has parsed `Content-Length` into the body's exact size.
+            if body.size_hint().lower() > self.config.body_limit as u64 {
                 // Refused from the header alone: the body is never read.
                 return Err(Error::body_too_large(self.config.body_limit));
             }
@@ -111,12 +116,14 @@ impl ResponseFuture {
                 tracing::debug!(approved = verdict.approved, gate = %verdict.gate, "verdict");
             }
             Err(err) => {
-                let kind = match err.status() {
-                    Some(status) => status.as_str().to_owned(),
-                    None => err.kind().as_str().to_owned(),
-                };
-                self.span.record("error.type", kind.as_str());
-                self.span.record("otel.status_code", "ERROR");
+                if !self.span.is_disabled() {
+                    let kind = match err.status() {
+                        Some(status) => status.as_str().to_owned(),
+                        None => err.kind().as_str().to_owned(),
+                    };
+                    self.span.record("error.type", kind.as_str());
+                    self.span.record("otel.status_code", "ERROR");
+                }
                 tracing::debug!(error = %err, retryable = err.is_retryable(), "attempt failed");
             }
         }
@@ -129,8 +136,10 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let span = this.span.clone();
-        let _entered = span.enter();
+        // Entered only when a subscriber wants it (a disabled span's enter
+        // does nothing but cost a clone).
+        let span = (!this.span.is_disabled()).then(|| this.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             match &mut this.state {
                 State::Sending(sending) => {
@@ -296,14 +305,4 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     } else {
         Err(Error::invalid("content type is not JSON"))
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
