@@ -34,7 +34,9 @@
 //! (current-thread, no subscriber: what the cost targets are for); the
 //! 10,000 drained and the 100,000 queued run in the others.
 //!
-//! Run it with `cargo bench --bench memory` (about 3 minutes).
+//! Run it with `cargo bench --bench memory` (about 3 minutes);
+//! `QG_MEM_SETUPS=current cargo bench --bench memory` runs the first setup
+//! only (`current`, `current-info`, `multi`, `multi-info`).
 
 mod support;
 
@@ -103,6 +105,11 @@ fn main() {
             .unwrap_or(0)
     };
 
+    // `QG_MEM_SETUPS=current,multi-info` runs only those setups.
+    let setups: Vec<Setup> = std::env::var("QG_MEM_SETUPS").map_or_else(
+        |_| Setup::ALL.to_vec(),
+        |v| v.split(',').map(|s| Setup::parse(s.trim())).collect(),
+    );
     // Every size for the default setup; the largest drained and the
     // largest alone for the others.
     let queued = |setup: Setup| {
@@ -115,8 +122,9 @@ fn main() {
     );
     println!("| runtime, subscriber | queued calls | RSS before | RSS, all queued | per queued call | task future + request heap | VmHWM then | drained: peak RSS | 2nd wave: RSS queued / peak | failed calls |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (setup, (n, drain)) in Setup::ALL
-        .into_iter()
+    for (setup, (n, drain)) in setups
+        .iter()
+        .copied()
         .flat_map(|setup| queued(setup).map(move |q| (setup, q)))
     {
         let line = run(
@@ -152,8 +160,9 @@ fn main() {
     println!("## Memory: calls in flight, each on its own connection, server delay {IN_FLIGHT_DELAY:?}\n");
     println!("| runtime, subscriber | calls in flight | RSS before | RSS, all in flight | per call in flight | connections opened |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (setup, n) in Setup::ALL
-        .into_iter()
+    for (setup, n) in setups
+        .iter()
+        .copied()
         .flat_map(|setup| IN_FLIGHT.into_iter().map(move |n| (setup, n)))
     {
         let line = run(&holding.url(), n, "inflight", setup);
