@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use clients::{client_process, server_process, Kind, Pinning, ServerProcess};
+use clients::{client_process, server_process, Args, Kind, Pinning, ServerProcess};
 use support::Budget;
 
 /// One client at one concurrency, run at both lengths.
@@ -72,17 +72,10 @@ struct Options {
 
 fn main() {
     // `cargo bench` passes `--bench`; everything else is ours.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let cli = Args::from_env();
+    let flag = |name: &str| cli.flag(name);
+    let value = |name: &str| cli.value(name);
+    let args = &cli.0;
     let numbers = |v: &str| -> Vec<u64> {
         v.split(',')
             .map(|n| {

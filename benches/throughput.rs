@@ -53,8 +53,11 @@
 //!
 //! For a profiler, one client alone in this process, its server in another:
 //! `--client check --calls 3000 --concurrency 1` (add `--url` to use a
-//! running server), e.g. under `valgrind --tool=callgrind`, which then
-//! counts the client's instructions only.
+//! running server). `benches/cost.rs` runs the clients that way under
+//! callgrind and differences two run lengths: instructions per call.
+//!
+//! The clients and the processes are `support/clients.rs`, shared with the
+//! cost bench.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -66,7 +69,7 @@ use std::time::Duration;
 use tower_quality_gate::QualityClient;
 
 use clients::{
-    client_process, server_process, CheckApi, Kind, Pinning, ServerProcess, WARM_UP_PER_TASK,
+    client_process, server_process, Args, CheckApi, Kind, Pinning, ServerProcess, WARM_UP_PER_TASK,
 };
 use support::{current_thread, drive, median, Behaviour, Budget, Run, Server};
 
@@ -305,17 +308,10 @@ fn retry_cost(calls: u64, rounds: usize) {
 
 fn main() {
     // `cargo bench` passes `--bench`; everything else is ours.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let cli = Args::from_env();
+    let flag = |name: &str| cli.flag(name);
+    let value = |name: &str| cli.value(name);
+    let args = &cli.0;
     let number = |name: &str| {
         value(name).map(|v| {
             v.parse::<u64>()

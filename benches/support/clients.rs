@@ -421,3 +421,32 @@ pub fn client_process(kind: Kind, url: Option<&str>, concurrency: usize, budget:
         run.rps, run.cpu_us, run.p50, run.p99, run.p999, run.ok, run.failed, run.connections
     );
 }
+
+/// The bench's command line, as `cargo bench` passes it (its `--bench`
+/// left out).
+pub struct Args(pub Vec<String>);
+
+impl Args {
+    pub fn from_env() -> Args {
+        Args(
+            std::env::args()
+                .skip(1)
+                .filter(|a| a != "--bench")
+                .collect(),
+        )
+    }
+
+    /// Whether `--name` is given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
+    /// The value after `--name`, if given.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
+}
