@@ -19,7 +19,7 @@
 //! in four runs).
 //!
 //! ```sh
-//! cargo bench --bench cost                        # every client at 16 and 64 in flight, 1000 and 3000 calls; about 3 minutes
+//! cargo bench --bench cost                        # every client at 16 and 64 in flight, 1000 and 3000 calls; about 4 minutes
 //! cargo bench --bench cost -- --clients raw,check --concurrency 16
 //! cargo bench --bench cost -- --clients raw,check --concurrency 16 --top 25   # and where the instructions go
 //! ```
