@@ -27,7 +27,16 @@
 //!    `VmRSS` every 50 ms, then does it all again: a second wave that peaks
 //!    where the first did shows that nothing accumulates per call.
 //!
-//! Run it with `cargo bench --bench memory` (about 40 s).
+//! Each measurement runs in four setups: a current-thread runtime or a
+//! multi-thread one with one worker, with no tracing subscriber or with a
+//! `fmt` subscriber at INFO (writing to nowhere), which creates the spans of
+//! every call and attempt. Every queued size runs in the first setup
+//! (current-thread, no subscriber: what the cost targets are for); the
+//! 10,000 drained and the 100,000 queued run in the others.
+//!
+//! Run it with `cargo bench --bench memory` (about 3 minutes);
+//! `QG_MEM_SETUPS=current cargo bench --bench memory` runs the first setup
+//! only (`current`, `current-info`, `multi`, `multi-info`).
 
 mod support;
 
@@ -35,7 +44,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{env_or, request, request_heap, rss, runtime, stats, Behaviour, Server};
+use support::{
+    current_thread, env_or, request, request_heap, rss, runtime, stats, Behaviour, Server,
+};
 use tokio::runtime::Runtime;
 use tower_quality_gate::{QualityClient, QualityRequest};
 
@@ -63,7 +74,8 @@ fn main() {
     if args.first().map(String::as_str) == Some("--client") {
         let url = &args[1];
         let n: usize = args[2].parse().expect("a number of calls");
-        client(url, n, &args[3]);
+        let setup = Setup::parse(&args[4]);
+        client(url, n, &args[3], setup);
         return;
     }
 
@@ -71,10 +83,10 @@ fn main() {
     let server_rt = runtime("bench-server", 1);
     let server = Server::start(&server_rt, Behaviour::Slow(delay));
     let holding = Server::start(&server_rt, Behaviour::Slow(IN_FLIGHT_DELAY));
-    let run = |url: &str, n: usize, mode: &str| -> String {
+    let run = |url: &str, n: usize, mode: &str, setup: Setup| -> String {
         let exe = std::env::current_exe().expect("the bench's own path");
         let out = Command::new(exe)
-            .args(["--client", url, &n.to_string(), mode])
+            .args(["--client", url, &n.to_string(), mode, setup.name()])
             .output()
             .expect("starting the client process");
         assert!(
@@ -83,7 +95,7 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
         let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        eprintln!("N={n} {mode}: {line}");
+        eprintln!("N={n} {mode} {}: {line}", setup.name());
         line
     };
     let field = |line: &str, name: &str| -> u64 {
@@ -93,13 +105,34 @@ fn main() {
             .unwrap_or(0)
     };
 
+    // `QG_MEM_SETUPS=current,multi-info` runs only those setups.
+    let setups: Vec<Setup> = std::env::var("QG_MEM_SETUPS").map_or_else(
+        |_| Setup::ALL.to_vec(),
+        |v| v.split(',').map(|s| Setup::parse(s.trim())).collect(),
+    );
+    // Every size for the default setup; the largest drained and the
+    // largest alone for the others.
+    let queued = |setup: Setup| {
+        QUEUED
+            .into_iter()
+            .filter(move |&(n, drain)| setup == Setup::DEFAULT || drain || n == 100_000)
+    };
     println!(
         "## Memory: calls queued behind a concurrency limit of {LIMIT}, server delay {delay:?}\n"
     );
-    println!("| queued calls | RSS before | RSS, all queued | per queued call | task future + request heap | VmHWM then | drained: peak RSS | 2nd wave: RSS queued / peak | failed calls |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, drain) in QUEUED {
-        let line = run(&server.url(), n, if drain { "drain" } else { "queue" });
+    println!("| runtime, subscriber | queued calls | RSS before | RSS, all queued | per queued call | task future + request heap | VmHWM then | drained: peak RSS | 2nd wave: RSS queued / peak | failed calls |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (setup, (n, drain)) in setups
+        .iter()
+        .copied()
+        .flat_map(|setup| queued(setup).map(move |q| (setup, q)))
+    {
+        let line = run(
+            &server.url(),
+            n,
+            if drain { "drain" } else { "queue" },
+            setup,
+        );
         let f = |name: &str| field(&line, name);
         let (base, queued) = (f("rss_base"), f("rss_queued"));
         let (drained, second, failed) = if drain {
@@ -112,7 +145,8 @@ fn main() {
             ("–".to_owned(), "–".to_owned(), "–".to_owned())
         };
         println!(
-            "| {n} | {} | {} | {} B | {} B + {} B | {} | {drained} | {second} | {failed} |",
+            "| {} | {n} | {} | {} | {} B | {} B + {} B | {} | {drained} | {second} | {failed} |",
+            setup.label(),
             mib(base),
             mib(queued),
             queued.saturating_sub(base) / n as u64,
@@ -124,14 +158,19 @@ fn main() {
     println!();
 
     println!("## Memory: calls in flight, each on its own connection, server delay {IN_FLIGHT_DELAY:?}\n");
-    println!("| calls in flight | RSS before | RSS, all in flight | per call in flight | connections opened |");
-    println!("|---:|---:|---:|---:|---:|");
-    for n in IN_FLIGHT {
-        let line = run(&holding.url(), n, "inflight");
+    println!("| runtime, subscriber | calls in flight | RSS before | RSS, all in flight | per call in flight | connections opened |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (setup, n) in setups
+        .iter()
+        .copied()
+        .flat_map(|setup| IN_FLIGHT.into_iter().map(move |n| (setup, n)))
+    {
+        let line = run(&holding.url(), n, "inflight", setup);
         let f = |name: &str| field(&line, name);
         let (base, in_flight) = (f("rss_base"), f("rss_in_flight"));
         println!(
-            "| {n} | {} | {} | {} B | {} |",
+            "| {} | {n} | {} | {} | {} B | {} |",
+            setup.label(),
             mib(base),
             mib(in_flight),
             in_flight.saturating_sub(base) / n as u64,
@@ -139,6 +178,80 @@ fn main() {
         );
     }
     println!();
+}
+
+/// How a client process runs its calls: the runtime, and whether a tracing
+/// subscriber records the crate's spans.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Setup {
+    /// A current-thread runtime (else one worker thread of a multi-thread one).
+    current_thread: bool,
+    /// A `fmt` subscriber at INFO writing to nowhere: every call's and
+    /// attempt's span is created and its fields formatted.
+    info: bool,
+}
+
+impl Setup {
+    /// What the targets are for.
+    const DEFAULT: Setup = Setup {
+        current_thread: true,
+        info: false,
+    };
+    const ALL: [Setup; 4] = [
+        Setup::DEFAULT,
+        Setup {
+            current_thread: true,
+            info: true,
+        },
+        Setup {
+            current_thread: false,
+            info: false,
+        },
+        Setup {
+            current_thread: false,
+            info: true,
+        },
+    ];
+
+    fn name(self) -> &'static str {
+        match (self.current_thread, self.info) {
+            (true, false) => "current",
+            (true, true) => "current-info",
+            (false, false) => "multi",
+            (false, true) => "multi-info",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match (self.current_thread, self.info) {
+            (true, false) => "current-thread, none",
+            (true, true) => "current-thread, INFO",
+            (false, false) => "multi-thread (1 worker), none",
+            (false, true) => "multi-thread (1 worker), INFO",
+        }
+    }
+
+    fn parse(name: &str) -> Setup {
+        Setup::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("unknown setup {name:?}"))
+    }
+
+    /// The runtime, and the subscriber installed for the process.
+    fn start(self) -> Runtime {
+        if self.info {
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(std::io::sink)
+                .init();
+        }
+        if self.current_thread {
+            current_thread()
+        } else {
+            runtime("bench-client", 1)
+        }
+    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -192,8 +305,8 @@ fn drain(rt: &Runtime, n: usize) -> u64 {
 
 /// One client process: queue `n` calls (or hold them in flight), measure,
 /// and, for `drain`, drain two waves of them.
-fn client(url: &str, n: usize, mode: &str) {
-    let rt = runtime("bench-client", 1);
+fn client(url: &str, n: usize, mode: &str, setup: Setup) {
+    let rt = setup.start();
     let limit = if mode == "inflight" { n } else { LIMIT };
     let client = QualityClient::builder(url)
         .concurrency_limit(Some(limit))
@@ -215,21 +328,25 @@ fn client(url: &str, n: usize, mode: &str) {
     let (rss_base, _) = rss();
     if mode == "inflight" {
         let (hits, before) = stats(url);
-        for i in 0..n {
-            rt.spawn(call(client.clone(), request(i as u64)));
-        }
-        // The calls run on the runtime's worker; this thread only watches,
-        // and every `stats` call it makes opens a connection of its own.
-        let started = Instant::now();
-        let mut asked = 1;
-        while stats(url).0 < hits + n as u64 {
-            asked += 1;
-            assert!(
-                started.elapsed() < IN_FLIGHT_DELAY,
-                "calls answered before all were in flight"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // The runtime runs the calls while this waits for the server to
+        // have them all; every `stats` call opens a connection of its own.
+        let asked = rt.block_on(async {
+            for i in 0..n {
+                tokio::spawn(call(client.clone(), request(i as u64)));
+            }
+            let started = Instant::now();
+            let mut asked = 1;
+            while stats(url).0 < hits + n as u64 {
+                asked += 1;
+                assert!(
+                    started.elapsed() < IN_FLIGHT_DELAY,
+                    "calls answered before all were in flight"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            asked
+        });
+        let mut asked = asked;
         let (rss_in_flight, _) = rss();
         assert_eq!(DONE.load(Ordering::SeqCst), 0, "a call finished early");
         let (_, after) = stats(url);

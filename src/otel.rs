@@ -98,17 +98,16 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::call::Call;
 
 /// Injects the context of `span` (the attempt's), or of the nearest span
 /// with a context, into an attempt's `headers`, unless they already carry
 /// one of the propagator's headers (the caller's choice).
-pub(crate) fn inject(span: &tracing::Span, call: &Call, headers: &mut HeaderMap) {
+pub(crate) fn inject(span: &tracing::Span, call_span: &tracing::Span, headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         if propagator.fields().any(|field| headers.contains_key(field)) {
             return;
         }
-        let Some(cx) = nearest_context([span, call.span(), &tracing::Span::current()]) else {
+        let Some(cx) = nearest_context([span, call_span, &tracing::Span::current()]) else {
             return;
         };
         propagator.inject_context(&cx, &mut HeaderInjector(headers));

@@ -104,8 +104,18 @@ pub(crate) fn call_finished(call: &Call, result: &Result<QualityResponse, Error>
 
 /// The span of one attempt, a child of the call's.
 pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracing::Span {
+    attempt_span_of(call.span(), call.request_id(), attempt, url)
+}
+
+/// The span of one attempt, a child of `parent`, for a call with this id.
+pub(crate) fn attempt_span_of(
+    parent: &tracing::Span,
+    request_id: Option<&http::HeaderValue>,
+    attempt: u32,
+    url: &http::Uri,
+) -> tracing::Span {
     let span = tracing::info_span!(
-        parent: call.span(),
+        parent: parent,
         "POST",
         otel.kind = "client",
         otel.name = "POST",
@@ -128,7 +138,7 @@ pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracin
     if attempt > 1 {
         span.record("http.request.resend_count", i64::from(attempt - 1));
     }
-    if let Some(id) = call.request_id().and_then(|id| id.to_str().ok()) {
+    if let Some(id) = request_id.and_then(|id| id.to_str().ok()) {
         span.record("quality_gate.request_id", id);
     }
     span
@@ -198,11 +208,15 @@ pub(crate) fn attempt_dropped(span: &tracing::Span) {
 /// request headers, with the `opentelemetry` feature (see [`crate::otel`]);
 /// nothing without it.
 #[inline(always)]
-pub(crate) fn inject_context(span: &tracing::Span, call: &Call, headers: &mut http::HeaderMap) {
+pub(crate) fn inject_context(
+    span: &tracing::Span,
+    call_span: &tracing::Span,
+    headers: &mut http::HeaderMap,
+) {
     #[cfg(feature = "opentelemetry")]
-    crate::otel::inject(span, call, headers);
+    crate::otel::inject(span, call_span, headers);
     #[cfg(not(feature = "opentelemetry"))]
-    let _ = (span, call, headers);
+    let _ = (span, call_span, headers);
 }
 
 /// The span of one request through the gate.

@@ -1,8 +1,10 @@
 //! The wire contract: the request the orchestrator sends and the verdict the
 //! coordinator answers with, both JSON in camelCase.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -120,6 +122,39 @@ impl QualityRequest {
         self
     }
 
+    /// The JSON body of this request, the per-call options left out.
+    ///
+    /// Serialized into a buffer this thread keeps from call to call, then
+    /// copied once into a body of exactly its size: one allocation, where
+    /// serializing into a new `Vec` grows it five or six times for a typical
+    /// request, and a body whose clones (one per attempt) share it by
+    /// reference count without allocating again.
+    pub(crate) fn encode(&self) -> Bytes {
+        /// A buffer that grew beyond this is dropped after use rather than
+        /// kept for the thread's lifetime.
+        const KEEP: usize = 64 * 1024;
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let encode = |buf: &mut Vec<u8>| {
+            buf.clear();
+            // Serializing strings into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, self);
+            let body = Bytes::copy_from_slice(buf);
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+            body
+        };
+        BUF.try_with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => encode(&mut buf),
+            // Only if serializing re-entered this function.
+            Err(_) => encode(&mut Vec::new()),
+        })
+        // The thread is being torn down: a buffer of its own.
+        .unwrap_or_else(|_| encode(&mut Vec::new()))
+    }
+
     /// The per-call options.
     pub fn options(&self) -> &CallOptions {
         &self.options
@@ -214,6 +249,7 @@ mod tests {
         let bytes = crate::call::Call::new(req.clone()).unwrap().body().clone();
         let back: QualityRequest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, req);
+        assert_eq!(req.encode(), bytes);
     }
 
     #[test]
@@ -221,8 +257,16 @@ mod tests {
         let summary = "x".repeat(4 * 1024 * 1024);
         let req = QualityRequest::new("t", "a").diff_summary(summary.clone());
         let back: QualityRequest =
-            serde_json::from_slice(crate::call::Call::new(req).unwrap().body()).unwrap();
+            serde_json::from_slice(crate::call::Call::new(req.clone()).unwrap().body()).unwrap();
         assert_eq!(back.diff_summary.len(), summary.len());
+        // Encoded twice on this thread: the large buffer is not kept, and a
+        // small request after it encodes whole.
+        assert_eq!(req.encode(), req.encode());
+        let small = QualityRequest::new("t", "a");
+        assert_eq!(
+            &small.encode()[..],
+            br#"{"taskId":"t","agentId":"a","files":[],"diffSummary":""}"#
+        );
     }
 
     #[test]

@@ -254,3 +254,55 @@ async fn slow_body_is_read_whole() {
     let verdict = check_once(&coordinator).await.unwrap();
     assert_eq!(verdict.message.as_deref(), Some("slow"));
 }
+
+/// The bare service sends a request's one attempt without a shared `Call`:
+/// the same id, headers and refusals as a call through `Call::new`.
+#[tokio::test]
+async fn one_attempt_carries_its_id_and_headers_and_refuses_reserved_ones() {
+    let coordinator = TestCoordinator::start().await;
+    let check = QualityCheck::new(coordinator.url()).unwrap();
+    // A generated id, different for each call.
+    check.clone().oneshot(request()).await.unwrap();
+    check.clone().oneshot(request()).await.unwrap();
+    // The caller's own id and a per-call header.
+    let own = http::HeaderValue::from_static("req-42");
+    let traced = request().request_id(own.clone()).header(
+        http::HeaderName::from_static("traceparent"),
+        http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    check.clone().oneshot(traced).await.unwrap();
+    let got = coordinator.requests();
+    assert_eq!(got.len(), 3);
+    let id = |i: usize| got[i].headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id(0).starts_with("qg-") && id(1).starts_with("qg-"));
+    assert_ne!(id(0), id(1));
+    assert_eq!(id(2), "req-42");
+    assert_eq!(
+        got[2].headers["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    // Refused before anything is sent: a header the client owns, and the
+    // request-id header set as a plain header.
+    for (name, why) in [
+        ("content-length", "reserved"),
+        ("x-request-id", "request-id header"),
+    ] {
+        let req = request().header(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static("1"),
+        );
+        let err = check.clone().oneshot(req).await.unwrap_err();
+        assert!(err.is_config(), "{name}: {err:?}");
+        assert!(err.to_string().contains(why), "{name}: {err}");
+    }
+    assert_eq!(coordinator.hits(), 3);
+    // Without an id header configured, none is sent.
+    let quiet = QualityCheck::builder(coordinator.url())
+        .request_id_header(None)
+        .build()
+        .unwrap();
+    quiet.oneshot(request()).await.unwrap();
+    assert!(!coordinator.requests()[3]
+        .headers
+        .contains_key("x-request-id"));
+}

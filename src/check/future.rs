@@ -37,12 +37,11 @@ enum State {
     Sending(legacy::ResponseFuture),
     Reading {
         body: Incoming,
-        /// The first data frame, kept as it came while it is the only one:
-        /// a small verdict arrives in one frame and is never copied.
-        first: Option<Bytes>,
-        buf: BytesMut,
+        read: Read,
         status: StatusCode,
-        retry_after: Option<RetryAfter>,
+        /// Boxed: only a 429 or a 503 with the header has one, and the
+        /// future stays smaller for every other call.
+        retry_after: Option<Box<RetryAfter>>,
     },
     Failed(Option<Error>),
     Done,
@@ -80,12 +79,17 @@ impl ResponseFuture {
         let (parts, body) = response.into_parts();
         let status = parts.status;
         self.metrics.status(status);
-        crate::trace::attempt_status(&self.span, status);
-        self.span
-            .record("network.protocol.version", protocol_version(parts.version));
+        // A disabled span still looks its fields up by name to record
+        // nothing: not done unless a subscriber wants the span.
+        if !self.span.is_disabled() {
+            crate::trace::attempt_status(&self.span, status);
+            self.span
+                .record("network.protocol.version", protocol_version(parts.version));
+        }
         if status.is_success() {
             check_content_type(&parts.headers)?;
-            if content_length(&parts.headers).is_some_and(|n| n > self.config.body_limit as u64) {
+            // hyper has parsed `Content-Length` into the body's exact size.
+            if body.size_hint().lower() > self.config.body_limit as u64 {
                 // Refused from the header alone: the body is never read.
                 return Err(Error::body_too_large(self.config.body_limit));
             }
@@ -94,10 +98,9 @@ impl ResponseFuture {
         let retry_after = RetryAfter::from_head(status, &parts.headers);
         self.state = State::Reading {
             body,
-            first: None,
-            buf: BytesMut::new(),
+            read: Read::Empty,
             status,
-            retry_after,
+            retry_after: retry_after.map(Box::new),
         };
         Ok(())
     }
@@ -111,7 +114,9 @@ impl ResponseFuture {
                 tracing::debug!(approved = verdict.approved, gate = %verdict.gate, "verdict");
             }
             Err(err) => {
-                crate::trace::attempt_failed(&self.span, err);
+                if !self.span.is_disabled() {
+                    crate::trace::attempt_failed(&self.span, err);
+                }
                 tracing::debug!(error = %err, retryable = err.is_retryable(), "attempt failed");
             }
         }
@@ -124,8 +129,10 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let span = this.span.clone();
-        let _entered = span.enter();
+        // Entered only when a subscriber wants it (a disabled span's enter
+        // does nothing but cost a clone).
+        let span = (!this.span.is_disabled()).then(|| this.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             match &mut this.state {
                 State::Sending(sending) => {
@@ -137,8 +144,7 @@ impl Future for ResponseFuture {
                 }
                 State::Reading {
                     body,
-                    first,
-                    buf,
+                    read,
                     status,
                     retry_after,
                 } => {
@@ -151,43 +157,27 @@ impl Future for ResponseFuture {
                         ERROR_BODY_READ
                     };
                     let done = match ready!(Pin::new(body).poll_frame(cx)) {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
-                                if have + data.len() > limit {
-                                    if status.is_success() {
-                                        return this.finish(Err(Error::body_too_large(limit)));
-                                    }
-                                    if let Some(f) = first.take() {
-                                        buf.extend_from_slice(&f);
-                                    }
-                                    let keep = limit - have;
-                                    buf.extend_from_slice(&data[..keep]);
-                                    true
-                                } else if have == 0 {
-                                    *first = Some(data);
-                                    false
-                                } else {
-                                    if let Some(f) = first.take() {
-                                        buf.reserve(f.len() + data.len());
-                                        buf.extend_from_slice(&f);
-                                    }
-                                    buf.extend_from_slice(&data);
-                                    false
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) if read.len() + data.len() > limit => {
+                                if status.is_success() {
+                                    return this.finish(Err(Error::body_too_large(limit)));
                                 }
-                            } else {
+                                let keep = limit - read.len();
+                                read.push_slice(&data[..keep]);
+                                true
+                            }
+                            Ok(data) => {
+                                read.push(data);
                                 false
                             }
-                        }
+                            Err(_) => false,
+                        },
                         Some(Err(err)) => return this.finish(Err(Error::transport(err))),
                         None => true,
                     };
                     if done {
-                        let body = match first.take() {
-                            Some(only) if buf.is_empty() => only,
-                            _ => buf.split().freeze(),
-                        };
-                        let retry_after = *retry_after;
+                        let body = std::mem::replace(read, Read::Empty).into_bytes();
+                        let retry_after = retry_after.as_deref().copied();
                         let result = this.decode(status, &body, retry_after);
                         return this.finish(result);
                     }
@@ -199,6 +189,57 @@ impl Future for ResponseFuture {
                 // Polled after completion: a misuse, answered without a panic.
                 State::Done => return Poll::Ready(Err(Error::not_ready())),
             }
+        }
+    }
+}
+
+/// The body of a response, as read so far.
+enum Read {
+    Empty,
+    /// The first data frame, kept as it came while it is the only one: a
+    /// small verdict arrives in one frame and is never copied.
+    One(Bytes),
+    /// Several frames, copied together.
+    Many(BytesMut),
+}
+
+impl Read {
+    fn len(&self) -> usize {
+        match self {
+            Read::Empty => 0,
+            Read::One(data) => data.len(),
+            Read::Many(buf) => buf.len(),
+        }
+    }
+
+    /// Adds a frame, kept as it is if it is the first.
+    fn push(&mut self, data: Bytes) {
+        match self {
+            Read::Empty => *self = Read::One(data),
+            _ => self.push_slice(&data),
+        }
+    }
+
+    /// Adds a copy of `data`.
+    fn push_slice(&mut self, data: &[u8]) {
+        match self {
+            Read::Many(buf) => buf.extend_from_slice(data),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.len() + data.len());
+                if let Read::One(first) = self {
+                    buf.extend_from_slice(first);
+                }
+                buf.extend_from_slice(data);
+                *self = Read::Many(buf);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Read::Empty => Bytes::new(),
+            Read::One(data) => data,
+            Read::Many(buf) => buf.freeze(),
         }
     }
 }
@@ -300,14 +341,4 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     } else {
         Err(Error::invalid("content type is not JSON"))
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tower::Service;
@@ -87,22 +88,79 @@ impl QualityCheck {
 
     /// Sends one attempt of `call`.
     fn send(&self, call: &Call) -> ResponseFuture {
-        if let Some(name) = &self.config.request_id_header {
-            if call.headers().contains_key(name) {
-                // The id has its own option; a header of that name would
-                // send another id than the one errors and spans report.
-                // Refused before anything counts as an attempt.
-                return ResponseFuture::failed(
-                    Error::config(format!(
-                        "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
-                    )),
-                    self.config.clone(),
-                );
-            }
+        if let Err(error) = self.refuse_id_header(call.headers()) {
+            return ResponseFuture::failed(error, self.config.clone());
         }
         let attempt = call.start_attempt();
         let span = crate::trace::attempt_span(call, attempt, &self.config.check_uri);
-        let mut request = http::Request::new(Full::new(call.body().clone()));
+        self.send_attempt(
+            call.body().clone(),
+            call.request_id(),
+            call.headers(),
+            call.span(),
+            span,
+        )
+    }
+
+    /// Sends `req` as the one attempt of a call nobody else shares: its
+    /// body, id and headers go straight into the HTTP request, without the
+    /// [`Call`] record that attempts of a retried call share (an `Arc`, a
+    /// clock read for a deadline nothing here enforces, a body clone).
+    /// The same checks and the same request as through [`Call::new`].
+    fn send_request(&self, mut req: QualityRequest) -> ResponseFuture {
+        let options = std::mem::take(req.options_mut());
+        let refused = reserved_call_header(&options.headers)
+            .and_then(|()| self.refuse_id_header(&options.headers));
+        if let Err(error) = refused {
+            return ResponseFuture::failed(error, self.config.clone());
+        }
+        let request_id = match options.request_id {
+            Some(id) => Some(id),
+            None if self.sends_request_ids() => Some(crate::request_id::next()),
+            None => None,
+        };
+        let span = crate::trace::attempt_span_of(
+            &tracing::Span::none(),
+            request_id.as_ref(),
+            1,
+            &self.config.check_uri,
+        );
+        self.send_attempt(
+            req.encode(),
+            request_id.as_ref(),
+            &options.headers,
+            &tracing::Span::none(),
+            span,
+        )
+    }
+
+    /// A per-call header named like the request-id header: the id has its
+    /// own option, and a header of that name would send another id than the
+    /// one errors and spans report. Refused before anything counts as an
+    /// attempt.
+    fn refuse_id_header(&self, headers: &HeaderMap) -> Result<(), Error> {
+        match &self.config.request_id_header {
+            Some(name) if !headers.is_empty() && headers.contains_key(name) => {
+                Err(Error::config(format!(
+                    "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends one attempt: `body`, the configured headers, the request id,
+    /// the call's own headers and, with the `opentelemetry` feature, the
+    /// trace context of `span` (or of `call_span`, the nearest enabled one).
+    fn send_attempt(
+        &self,
+        body: Bytes,
+        request_id: Option<&HeaderValue>,
+        call_headers: &HeaderMap,
+        call_span: &tracing::Span,
+        span: tracing::Span,
+    ) -> ResponseFuture {
+        let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.config.check_uri.clone();
         // The configured headers hold a place for the id (see the builder),
@@ -110,35 +168,50 @@ impl QualityCheck {
         let headers = request.headers_mut();
         *headers = self.config.headers.clone();
         if let Some(name) = &self.config.request_id_header {
-            match call.request_id() {
+            match request_id {
                 Some(id) => headers.insert(name, id.clone()),
                 None => headers.remove(name),
             };
         }
-        for (name, value) in call.headers() {
-            let mut value = value.clone();
-            if crate::redact::is_secret_header(name) {
-                value.set_sensitive(true);
-            }
-            headers.insert(name.clone(), value);
-        }
-        crate::trace::inject_context(&span, call, headers);
         // A call's own headers may carry a credential too (a per-call
         // `authorization`): an error body that echoes it is scrubbed of it.
-        let call_secrets = if call.headers().is_empty() {
+        let call_secrets = if call_headers.is_empty() {
             None
         } else {
+            for (name, value) in call_headers {
+                let mut value = value.clone();
+                if crate::redact::is_secret_header(name) {
+                    value.set_sensitive(true);
+                }
+                headers.insert(name.clone(), value);
+            }
             self.config
                 .secrets
-                .with_call_headers(call.headers())
+                .with_call_headers(call_headers)
                 .map(Arc::new)
         };
+        // After the call's own headers: trace headers a caller set are its
+        // choice and suppress injection.
+        crate::trace::inject_context(&span, call_span, headers);
         ResponseFuture::new(
             self.client.request(request),
             self.config.clone(),
             call_secrets,
             span,
         )
+    }
+}
+
+/// A per-call header the client owns, refused as [`Call::new`] refuses it.
+fn reserved_call_header(headers: &HeaderMap) -> Result<(), Error> {
+    let reserved = headers
+        .keys()
+        .find_map(|name| config::reserved_header(name).map(|why| (name, why)));
+    match reserved {
+        Some((name, why)) => Err(Error::config(format!(
+            "the per-call header {name} is reserved: {why}"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -153,13 +226,10 @@ impl Service<QualityRequest> for QualityCheck {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends `req` as a call of one attempt, with its own request id (see
-    /// [`Call::new`]).
+    /// Sends `req` as a call of one attempt, with its own request id (as
+    /// [`Call::new`] gives it one).
     fn call(&mut self, req: QualityRequest) -> ResponseFuture {
-        match Call::new(req) {
-            Ok(call) => self.send(&call),
-            Err(error) => ResponseFuture::failed(error, self.config.clone()),
-        }
+        self.send_request(req)
     }
 }
 
