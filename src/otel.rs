@@ -98,7 +98,6 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-
 /// Injects the context of `span` (the attempt's), or of the nearest span
 /// with a context, into an attempt's `headers`, unless they already carry
 /// one of the propagator's headers (the caller's choice).
