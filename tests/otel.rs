@@ -299,7 +299,7 @@ async fn a_hedged_copy_that_lost_is_cancelled_not_failed() {
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     coordinator.respond_with(move |_| {
-        let slow = counter.fetch_add(1, Ordering::SeqCst) % 2 == 0;
+        let slow = counter.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
         let delay = if slow { 2000 } else { 10 };
         Reply::approve().delay(Duration::from_millis(delay))
     });
