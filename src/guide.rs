@@ -11,7 +11,7 @@
 //! - [`replicas`]: several coordinators, discovery, hedging, adaptive
 //!   concurrency.
 //! - [`propagation`]: per-call deadlines and ids, and what the gate forwards.
-//! - [`observability`]: spans and metrics.
+//! - [`observability`]: spans, metrics, logs and OpenTelemetry.
 //! - [`embedding`]: axum, tonic and the `QualityGateLayer` middleware.
 
 #[doc = include_str!("docs/stack.md")]

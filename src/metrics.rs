@@ -8,7 +8,8 @@
 //! every call is a no-op. Without the feature the hooks compile to nothing
 //! (this one file, with the recording behind `#[cfg(feature = "metrics")]`:
 //! a new metric is one edit here). Spans, which OpenTelemetry picks up
-//! through `tracing-opentelemetry`, are described in the crate's README.
+//! through `tracing-opentelemetry`, are described in
+//! [`guide::observability`](crate::guide::observability).
 //!
 //! Names and labels follow the OpenTelemetry HTTP client conventions where
 //! one exists. Every label has a bounded set of values, the same in every

@@ -64,9 +64,11 @@
 //!
 //! ```toml
 //! [dependencies]
-//! tower-quality-gate = { version = "0.1", features = ["opentelemetry"] }
+//! tower-quality-gate = { version = "0.2", features = ["opentelemetry"] }
 //! opentelemetry = "0.33"
-//! opentelemetry_sdk = "0.33"
+//! # `testing` for the in-memory exporter of this example; an exporter of
+//! # your own (OTLP, stdout) needs only the SDK's `trace` feature.
+//! opentelemetry_sdk = { version = "0.33", features = ["trace", "testing"] }
 //! tracing-opentelemetry = "0.34"
 //! tracing-subscriber = "0.3"
 //! ```

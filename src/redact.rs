@@ -47,8 +47,8 @@
 //!   above, its kind, the request id, the status answered); a circuit
 //!   breaker opens (replica label, failures, cooldown); a discovery
 //!   resolution fails or finds nothing, a discovered replica or a stream
-//!   entry is skipped, the stream fails or ends; `COORDINATOR_URL` is unset
-//!   and the local default is used; a `NO_PROXY` entry can never match.
+//!   entry is skipped, the stream fails or ends; a `NO_PROXY` entry can
+//!   never match.
 //! - **INFO**: a breaker half-opens or closes; the spans of a call
 //!   (`quality_gate.check`, with task id, agent id and request id) and of
 //!   each attempt (`POST`, with the OpenTelemetry HTTP client attributes).
