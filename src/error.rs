@@ -43,7 +43,7 @@ struct Inner {
     unprocessed: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Config(String),
     Connect,
@@ -105,6 +105,27 @@ pub enum TimeoutKind {
     Health,
     /// A timeout layer the crate does not know fired (a tower `Elapsed`).
     Unknown,
+}
+
+/// What a [`BoxError`] from a tower layer holds, read in one place: the
+/// crate's own [`Error`], tower's `Elapsed` (its `Timeout` fired), or
+/// anything else.
+pub(crate) enum Boxed<'a> {
+    Error(&'a Error),
+    Elapsed,
+    Other,
+}
+
+impl<'a> Boxed<'a> {
+    pub(crate) fn of(err: &'a BoxError) -> Boxed<'a> {
+        if let Some(err) = err.downcast_ref::<Error>() {
+            Boxed::Error(err)
+        } else if err.is::<tower::timeout::error::Elapsed>() {
+            Boxed::Elapsed
+        } else {
+            Boxed::Other
+        }
+    }
 }
 
 /// A `Retry-After` header, kept as sent: seconds, or an HTTP date that is
@@ -247,14 +268,31 @@ impl Error {
 
     /// Converts an error from a tower layer, naming which timeout an `Elapsed` was.
     pub(crate) fn from_layer(err: BoxError, timeout: TimeoutKind) -> Error {
-        let err = match err.downcast::<Error>() {
-            Ok(err) => return *err,
-            Err(err) => err,
-        };
-        if err.is::<tower::timeout::error::Elapsed>() {
-            return Error::new(Kind::Timeout(timeout), Some(err));
+        match Boxed::of(&err) {
+            Boxed::Error(_) => match err.downcast::<Error>() {
+                Ok(err) => *err,
+                Err(err) => Error::new(Kind::Other, Some(err)),
+            },
+            Boxed::Elapsed => Error::new(Kind::Timeout(timeout), Some(err)),
+            Boxed::Other => Error::new(Kind::Other, Some(err)),
         }
-        Error::new(Kind::Other, Some(err))
+    }
+
+    /// A copy of this error to keep as the cause of a later one (the last
+    /// failed attempt of a call that then ran out of time): the same kind,
+    /// status, `Retry-After`, attempts and request id; its own source, if
+    /// any, is kept as text. Made only when an attempt fails.
+    pub(crate) fn to_cause(&self) -> Error {
+        let source = self.inner.source.as_ref().map(|s| -> BoxError { s.to_string().into() });
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind.clone(),
+                source,
+                attempts: self.inner.attempts,
+                request_id: self.inner.request_id.clone(),
+                unprocessed: self.inner.unprocessed,
+            }),
+        }
     }
 
     /// The class of this error.
@@ -420,12 +458,17 @@ impl Error {
     }
 
     /// Whether trying again is safe and may succeed: connect and transport
-    /// failures, timeouts, and the statuses 408, 429 and 5xx. Never for other
-    /// 4xx, invalid or oversized responses, configuration errors or an open
-    /// circuit.
+    /// failures, attempt timeouts, and the statuses 408, 429 and 5xx. Never
+    /// for other 4xx, invalid or oversized responses, configuration errors,
+    /// an open circuit, or a call that passed its deadline
+    /// ([`is_total_timeout`](Self::is_total_timeout)): whatever policy
+    /// retries, a call out of time is final.
     pub fn is_retryable(&self) -> bool {
         match &self.inner.kind {
             Kind::Connect | Kind::Transport if self.is_tls() => false,
+            // A call past its deadline is over: no attempt may follow, so a
+            // policy that retries what is retryable stops there.
+            Kind::Timeout(TimeoutKind::Total) => false,
             Kind::Connect | Kind::Transport | Kind::Timeout(_) => true,
             Kind::Status { status, .. } => {
                 status.is_server_error()

@@ -297,13 +297,6 @@ impl Drop for Waiting {
     }
 }
 
-/// A call whose deadline passed while it waited for a slot: it never
-/// started, so only its error is counted.
-pub(crate) fn waited_out(error: Error) -> Error {
-    counter!(ERRORS, "error.type" => error.kind().as_str()).increment(1);
-    error
-}
-
 // ----- retries and breakers -----
 
 pub(crate) fn retry_scheduled(error_type: &'static str) {

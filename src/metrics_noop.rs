@@ -47,11 +47,6 @@ impl Waiting {
 }
 
 #[inline(always)]
-pub(crate) fn waited_out(error: Error) -> Error {
-    error
-}
-
-#[inline(always)]
 pub(crate) fn retry_scheduled(_: &'static str) {}
 
 #[inline(always)]

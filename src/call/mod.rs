@@ -28,6 +28,7 @@
 pub mod future;
 mod layer;
 mod options;
+mod record;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,8 +45,10 @@ use tower::Service;
 pub use self::layer::IdentifyLayer;
 pub use self::options::CallOptions;
 
+pub(crate) use self::record::Record;
+
 use self::future::ResponseFuture;
-use crate::error::Error;
+use crate::error::{Error, TimeoutKind};
 use crate::wire::{QualityRequest, QualityResponse};
 
 /// One call of the quality check, as every attempt of it sees it: the
@@ -67,18 +70,8 @@ struct Inner {
     headers: HeaderMap,
     deadline: Option<Instant>,
     attempts: AtomicU32,
-    /// Attempts under an [`AttemptTimeout`](crate::timeout::AttemptTimeout)
-    /// right now, whose timers fire by the call's deadline at the latest.
-    timed_attempts: AtomicU32,
-    /// The end of the current attempt as the outermost attempt timer set
-    /// it: a timer below (a replica's, behind a balancer) ends no later, so
-    /// that it, not the outer one, decides the attempt and its replica
-    /// sees the timeout.
-    attempt_ends: Mutex<Option<Instant>>,
-    /// The last failed attempt's error, kept by the retry policy when it
-    /// decides to retry, so that a deadline passing in the wait that
-    /// follows can say what went wrong before.
-    last_error: Mutex<Option<Error>>,
+    /// What the attempts learned that a layer above must know later.
+    record: Record,
     /// A slot of the concurrency limit held for a hedged copy.
     hedge_slot: Mutex<Option<OwnedSemaphorePermit>>,
     span: tracing::Span,
@@ -129,9 +122,7 @@ impl Call {
                 headers: options.headers,
                 deadline,
                 attempts: AtomicU32::new(0),
-                timed_attempts: AtomicU32::new(0),
-                attempt_ends: Mutex::new(None),
-                last_error: Mutex::new(None),
+                record: Record::default(),
                 hedge_slot: Mutex::new(None),
                 span,
                 metrics: crate::metrics::CallMetrics::start(),
@@ -187,32 +178,22 @@ impl Call {
         self.inner.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Marks an attempt whose timer fires by the call's deadline at the
-    /// latest as started; the guard marks it ended when dropped.
-    pub(crate) fn timed_attempt(&self) -> TimedAttempt {
-        self.inner.timed_attempts.fetch_add(1, Ordering::Relaxed);
-        TimedAttempt(self.clone())
+    /// The record the layers below share ([`Record`]).
+    pub(crate) fn record(&self) -> &Record {
+        &self.inner.record
     }
 
-    /// The end an attempt timer gives the attempt starting now: `at`, or an
-    /// earlier end an outer attempt timer already set for this attempt.
-    /// The first (outermost) timer of an attempt records its end.
-    pub(crate) fn attempt_end(&self, at: Instant, outermost: bool) -> Instant {
-        let mut ends = lock(&self.inner.attempt_ends);
-        match (*ends, outermost) {
-            (_, true) => {
-                *ends = Some(at);
-                at
-            }
-            (Some(outer), false) => outer.min(at),
-            (None, false) => at,
-        }
+    /// Whether the call's deadline has passed: nothing more may be sent.
+    pub(crate) fn expired(&self) -> bool {
+        self.inner.deadline.is_some_and(|d| d <= Instant::now())
     }
 
-    /// Whether an attempt timer bounds the call by its deadline right now,
-    /// so the deadline needs no timer of its own.
-    pub(crate) fn deadline_covered(&self) -> bool {
-        self.inner.timed_attempts.load(Ordering::Relaxed) > 0
+    /// The error of a call that ran out of time: a total timeout, with the
+    /// last failed attempt (if any) as its cause and the attempts made.
+    pub(crate) fn out_of_time(&self) -> Error {
+        Error::timeout(TimeoutKind::Total)
+            .caused_by(self.inner.record.take_cause())
+            .with_attempts(self.attempts())
     }
 
     /// Takes back the count of an attempt the coordinator provably never
@@ -222,16 +203,6 @@ impl Call {
             .inner
             .attempts
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
-    /// Keeps the error of an attempt that is being retried.
-    pub(crate) fn keep_error(&self, error: Error) {
-        *lock(&self.inner.last_error) = Some(error);
-    }
-
-    /// The error of the last attempt that was retried, once.
-    pub(crate) fn take_error(&self) -> Option<Error> {
-        lock(&self.inner.last_error).take()
     }
 
     /// Holds a concurrency slot for a hedged copy until the call ends;
@@ -254,15 +225,6 @@ impl Call {
             Some(id) => error.with_request_id(id.clone()),
             None => error,
         }
-    }
-}
-
-/// An attempt under a timer bounded by the call's deadline, while it lives.
-pub(crate) struct TimedAttempt(Call);
-
-impl Drop for TimedAttempt {
-    fn drop(&mut self) {
-        self.0.inner.timed_attempts.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`QualityCheck`]: one attempt of the quality check, as a tower `Service`.
 
+mod attempt;
 mod builder;
 pub(crate) mod config;
 mod connector;
@@ -16,6 +17,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
+pub use self::attempt::AttemptFuture;
 pub use self::builder::QualityCheckBuilder;
 pub(crate) use self::builder::DEFAULT_COORDINATOR_URL;
 
@@ -75,29 +77,23 @@ impl QualityCheck {
         QualityCheckBuilder::new(base_url)
     }
 
-    /// Whether calls carry a request id.
-    pub(crate) fn sends_request_ids(&self) -> bool {
-        self.config.request_id_header.is_some()
-    }
-
     /// The coordinator's base URL as configured.
     pub fn base_url(&self) -> &http::Uri {
         &self.config.base
     }
 
-    /// Sends one attempt of `call`.
-    fn send(&self, call: &Call) -> ResponseFuture {
+    /// Sends one attempt of `call`, and says its number (0 when it was
+    /// refused before anything was sent).
+    fn send(&self, call: &Call) -> (ResponseFuture, u32) {
         if let Some(name) = &self.config.request_id_header {
             if call.headers().contains_key(name) {
                 // The id has its own option; a header of that name would
                 // send another id than the one errors and spans report.
                 // Refused before anything counts as an attempt.
-                return ResponseFuture::failed(
-                    Error::config(format!(
-                        "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
-                    )),
-                    self.config.clone(),
-                );
+                let error = Error::config(format!(
+                    "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
+                ));
+                return (ResponseFuture::failed(error, self.config.clone()), 0);
             }
         }
         let attempt = call.start_attempt();
@@ -132,12 +128,13 @@ impl QualityCheck {
                 .with_call_headers(call.headers())
                 .map(Arc::new)
         };
-        ResponseFuture::new(
+        let future = ResponseFuture::new(
             self.client.request(request),
             self.config.clone(),
             call_secrets,
             span,
-        )
+        );
+        (future, attempt)
     }
 }
 
@@ -156,7 +153,7 @@ impl Service<QualityRequest> for QualityCheck {
     /// [`Call::new`]).
     fn call(&mut self, req: QualityRequest) -> ResponseFuture {
         match Call::new(req) {
-            Ok(call) => self.send(&call),
+            Ok(call) => self.send(&call).0,
             Err(error) => ResponseFuture::failed(error, self.config.clone()),
         }
     }
@@ -165,16 +162,21 @@ impl Service<QualityRequest> for QualityCheck {
 impl Service<Call> for QualityCheck {
     type Response = QualityResponse;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = AttemptFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
     /// Sends one attempt of `call`: its body, its request id and per-call
-    /// headers, counted in its attempts.
-    fn call(&mut self, call: Call) -> ResponseFuture {
-        self.send(&call)
+    /// headers, counted in its attempts; a call past its deadline is not
+    /// sent (see [`AttemptFuture`]).
+    fn call(&mut self, call: Call) -> AttemptFuture {
+        if call.expired() {
+            return AttemptFuture::expired(call);
+        }
+        let (future, attempt) = self.send(&call);
+        AttemptFuture::new(future, call, attempt)
     }
 }
 

@@ -4,26 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::retry::RetryLayer;
-use tower::util::{BoxCloneSyncService, Either};
 use tower::ServiceBuilder;
 
 use super::replicas::{self, Hedging, DEFAULT_REPLICA_EJECTION};
-use super::{QualityClient, Settings};
+use super::{AttemptTarget, QualityClient, Settings};
 
 use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use crate::call::{Call, IdentifyLayer};
+use crate::call::IdentifyLayer;
 use crate::check::{QualityCheck, QualityCheckBuilder};
 use crate::error::Error;
-use crate::limit::AdaptiveLimitConfig;
+use crate::limit::{AdaptiveLimitConfig, CallLimitLayer};
 use crate::retry::{RetryBackoff, RetryBudget, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
-use crate::wire::QualityResponse;
-
-/// Where the client sends an attempt: the one coordinator, or a balanced
-/// and/or hedged set of replicas ([`ClientBuilder::target_service`]).
-pub type AttemptTarget = Either<QualityCheck, BoxCloneSyncService<Call, QualityResponse, Error>>;
 
 /// 10 s: a coordinator runs builds, tests and an AI review, so a verdict
 /// legitimately takes seconds; an attempt slower than this is treated as lost.
@@ -328,10 +321,12 @@ impl ClientBuilder {
             .generate_ids(self.check.sends_request_ids())
     }
 
-    /// tower's concurrency-limit layer over this builder's one semaphore
-    /// (the same for every call of this method, and for the built client).
-    pub fn concurrency_limit_layer(&self) -> GlobalConcurrencyLimitLayer {
-        GlobalConcurrencyLimitLayer::with_semaphore(self.semaphore.clone())
+    /// The concurrency-limit layer ([`CallLimitLayer`]) over this
+    /// builder's one set of slots (the same for every call of this method,
+    /// and for the built client). Below [`identify_layer`](Self::identify_layer):
+    /// a call waits for its slot within its deadline.
+    pub fn concurrency_limit_layer(&self) -> CallLimitLayer {
+        CallLimitLayer::with_semaphore(self.semaphore.clone())
     }
 
     /// The layer that fails a call when its deadline passes ([`DeadlineLayer`]).
@@ -384,12 +379,12 @@ impl ClientBuilder {
             }
         }
         if let Some(target) = self.discovered_target()? {
-            return Ok(Either::Right(target));
+            return Ok(AttemptTarget::routed(target));
         }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
             return match self.adaptive_target()? {
-                Some(target) => Ok(Either::Right(target)),
-                None => Ok(Either::Left(self.check_service()?)),
+                Some(target) => Ok(AttemptTarget::routed(target)),
+                None => Ok(AttemptTarget::one(self.check_service()?)),
             };
         }
         let checks = if self.replica_urls.len() > 1 {
@@ -400,7 +395,7 @@ impl ClientBuilder {
         } else {
             vec![self.check_service()?]
         };
-        Ok(Either::Right(replicas::routed(checks, self.routing())?))
+        Ok(AttemptTarget::routed(replicas::routed(checks, self.routing())?))
     }
 
     /// Validates the options and builds the client, from exactly the layers
@@ -418,9 +413,10 @@ impl ClientBuilder {
             adaptive.validate()?;
         }
         let target = self.target_service()?;
-        let check = match &target {
-            Either::Left(check) => check.clone(),
-            Either::Right(_) => self.check_service()?,
+        // Health checks borrow the client's own pool when it has one check.
+        let check = match target.check() {
+            Some(check) => check.clone(),
+            None => self.check_service()?,
         };
         let breaker = self.circuit_breaker_layer();
         let stack = ServiceBuilder::new()

@@ -15,7 +15,6 @@ mod layer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower::Service;
 
 pub use self::layer::{AttemptTimeoutLayer, DeadlineLayer};
@@ -77,7 +76,7 @@ where
     fn call(&mut self, call: Call) -> Self::Future {
         match call.deadline() {
             None => ResponseFuture::untimed(self.inner.call(call)),
-            Some(at) if at <= Instant::now() => ResponseFuture::expired(call),
+            Some(_) if call.expired() => ResponseFuture::expired(call),
             Some(at) => {
                 let inner = self.inner.call(call.clone());
                 ResponseFuture::deadline(inner, at, call)
@@ -124,18 +123,17 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        // The outermost attempt timer of an attempt sets its end; one below
-        // (a replica's, behind a balancer and a buffer, started a little
-        // later) ends no later, so it decides the attempt and its replica's
-        // breaker and limit see the timeout.
-        let outermost = !call.deadline_covered();
-        let own = call.attempt_end(crate::time::after(self.timeout), outermost);
+        // Nothing is sent past the deadline, whatever sits above: an attempt
+        // that could not start in time is never counted.
+        if call.expired() {
+            return ResponseFuture::expired(call);
+        }
+        let own = call.record().timer_started(crate::time::after(self.timeout));
         let (at, kind) = match call.deadline() {
             Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
             _ => (own, TimeoutKind::Attempt),
         };
-        let timed = call.timed_attempt();
         let inner = self.inner.call(call.clone());
-        ResponseFuture::attempt(inner, at, kind, call, timed)
+        ResponseFuture::attempt(inner, at, kind, call)
     }
 }
