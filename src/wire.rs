@@ -119,7 +119,7 @@ impl QualityRequest {
     }
 
     /// The per-call options, to change in place.
-    pub fn options_mut(&mut self) -> &mut CallOptions {
+    pub(crate) fn options_mut(&mut self) -> &mut CallOptions {
         &mut self.options
     }
 }

@@ -136,7 +136,7 @@ impl Call {
     }
 
     /// The JSON body every attempt sends.
-    pub fn body(&self) -> &Bytes {
+    pub(crate) fn body(&self) -> &Bytes {
         &self.inner.body
     }
 

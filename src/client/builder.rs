@@ -334,11 +334,6 @@ impl ClientBuilder {
         DeadlineLayer::new()
     }
 
-    /// The configured retry policy.
-    pub fn get_retry_policy(&self) -> RetryPolicy {
-        self.policy.clone()
-    }
-
     /// tower's retry layer with the configured [`RetryPolicy`].
     pub fn retry_layer(&self) -> RetryLayer<RetryPolicy> {
         RetryLayer::new(self.policy.clone())
@@ -364,20 +359,7 @@ impl ClientBuilder {
     /// replicas (which need a Tokio runtime), each behind its adaptive
     /// limit when one is set.
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
-        if let Some(h) = &self.hedging {
-            if !(h.percentile > 0.0 && h.percentile < 1.0) {
-                return Err(Error::config(format!(
-                    "hedging percentile {} is outside (0, 1)",
-                    h.percentile
-                )));
-            }
-            if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
-                return Err(Error::config(format!(
-                    "hedging period {:?} is outside 1 ms to 1 day",
-                    h.period
-                )));
-            }
-        }
+        self.validate()?;
         if let Some(target) = self.discovered_target()? {
             return Ok(AttemptTarget::routed(target));
         }
@@ -401,17 +383,6 @@ impl ClientBuilder {
     /// Validates the options and builds the client, from exactly the layers
     /// above.
     pub fn build(self) -> Result<QualityClient, Error> {
-        if self.attempt_timeout.is_zero() || self.total_timeout.is_zero() {
-            return Err(Error::config("timeouts must be longer than zero"));
-        }
-        if self.concurrency_limit == Some(0) {
-            return Err(Error::config(
-                "a concurrency limit of 0 would block every call; use None for no limit",
-            ));
-        }
-        if let Some(adaptive) = &self.adaptive {
-            adaptive.validate()?;
-        }
         let target = self.target_service()?;
         // Health checks borrow the client's own pool when it has one check.
         let check = match target.check() {
@@ -457,9 +428,140 @@ impl ClientBuilder {
         }
     }
 
+    /// Every setting checked, each refusal naming it: nothing is clamped
+    /// silently, and no value, however absurd, panics later.
+    fn validate(&self) -> Result<(), Error> {
+        let max = Semaphore::MAX_PERMITS;
+        let refuse = |setting: &str, why: String| -> Result<(), Error> {
+            Err(Error::config(format!("{setting}: {why}")))
+        };
+        if self.attempt_timeout.is_zero() {
+            return refuse("attempt_timeout", "must be longer than zero".into());
+        }
+        if self.total_timeout.is_zero() {
+            return refuse("total_timeout", "must be longer than zero".into());
+        }
+        match self.concurrency_limit {
+            Some(0) => {
+                return refuse(
+                    "concurrency_limit",
+                    "0 would block every call; use None for no limit".into(),
+                )
+            }
+            Some(n) if n > max => {
+                return refuse("concurrency_limit", format!("{n} is more than {max}"));
+            }
+            _ => {}
+        }
+        if self.policy.max_attempts() == 0 {
+            return refuse("attempts", "must be at least 1 (1 turns retries off)".into());
+        }
+        for (setting, breaker) in [
+            ("circuit_breaker", self.circuit_breaker),
+            ("replica_ejection", Some(self.replica_ejection)),
+        ] {
+            if breaker.is_some_and(|b| b.failure_threshold == 0) {
+                return refuse(setting, "the failure threshold must be at least 1".into());
+            }
+        }
+        if let Some(h) = &self.hedging {
+            if !(h.percentile > 0.0 && h.percentile < 1.0) {
+                return refuse("hedging", format!("percentile {} is outside (0, 1)", h.percentile));
+            }
+            if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
+                return refuse("hedging", format!("period {:?} is outside 1 ms to 1 day", h.period));
+            }
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate()?;
+            let largest = adaptive
+                .max_limit
+                .max(adaptive.initial_limit)
+                .max(adaptive.probe_concurrency);
+            if largest > max {
+                return refuse(
+                    "adaptive_concurrency",
+                    format!("a limit of {largest} is more than {max}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn permits(&self) -> usize {
         self.concurrency_limit
             .unwrap_or(Semaphore::MAX_PERMITS)
             .min(Semaphore::MAX_PERMITS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use crate::breaker::CircuitBreakerConfig;
+    use crate::limit::AdaptiveLimitConfig;
+    use crate::{Hedging, QualityClient};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// No numeric setting, however absurd, makes `build()` panic: it
+        /// builds, or it is a `Config` error naming the setting.
+        #[test]
+        fn build_never_panics(
+            limit in prop_oneof![Just(None), Just(Some(0)), Just(Some(usize::MAX)), any::<usize>().prop_map(Some)],
+            attempts in prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()],
+            attempt_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            total_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            threshold in prop_oneof![Just(0u32), any::<u32>()],
+            percentile in prop_oneof![Just(f32::NAN), Just(0.0f32), Just(1.0f32), any::<f32>()],
+            period_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            adaptive in prop_oneof![Just(usize::MAX), Just(0usize), any::<usize>()],
+            replicas in any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _entered = runtime.enter();
+            let mut b = QualityClient::builder("http://127.0.0.1:1")
+                .concurrency_limit(limit)
+                .attempts(attempts)
+                .attempt_timeout(Duration::from_millis(attempt_ms))
+                .total_timeout(Duration::from_millis(total_ms))
+                .circuit_breaker(CircuitBreakerConfig::default().failure_threshold(threshold))
+                .replica_ejection(CircuitBreakerConfig::default().failure_threshold(threshold))
+                .hedging(Hedging::default().percentile(percentile).period(Duration::from_millis(period_ms)))
+                .adaptive_concurrency(
+                    AdaptiveLimitConfig::default().initial_limit(adaptive).max_limit(adaptive),
+                );
+            if replicas {
+                b = b.base_urls(["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+            }
+            if let Err(e) = b.build() {
+                prop_assert!(e.is_config(), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_settings_are_config_errors_naming_the_setting() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = runtime.enter();
+        let b = || QualityClient::builder("http://127.0.0.1:1");
+        let cases = [
+            ("concurrency_limit", b().concurrency_limit(usize::MAX).base_urls(["http://a:1", "http://b:1"])),
+            ("concurrency_limit", b().concurrency_limit(usize::MAX).hedging(Hedging::default())),
+            ("attempts", b().attempts(0)),
+            ("circuit_breaker", b().circuit_breaker(CircuitBreakerConfig::default().failure_threshold(0))),
+            ("replica_ejection", b().replica_ejection(CircuitBreakerConfig::default().failure_threshold(0))),
+            ("total_timeout", b().total_timeout(Duration::ZERO)),
+            ("adaptive_concurrency", b().adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(usize::MAX))),
+        ];
+        for (setting, builder) in cases {
+            let err = builder.build().unwrap_err();
+            assert!(err.is_config(), "{setting}: {err:?}");
+            assert!(err.to_string().contains(setting), "{setting}: {err}");
+        }
     }
 }

@@ -222,9 +222,11 @@ impl RetryPolicy {
     }
 
     /// The most attempts per call, the first included (default 3). `1`
-    /// disables retries; `0` is treated as `1`.
+    /// disables retries; so does `0`, which
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) refuses as a
+    /// configuration error.
     pub fn attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.max_attempts = attempts;
         self
     }
 

@@ -8,6 +8,32 @@
 //! `Timeout`, their error stays the inner service's type (`Error`, or a
 //! `BoxError` holding one) and says which limit passed, with the attempts
 //! made and the last attempt's error as its source.
+//!
+//! # Where they go, and what holds without them
+//!
+//! The builder's order is `Deadline` above the retry layer and
+//! `AttemptTimeout` below it (and below or above a breaker). Each stands
+//! alone:
+//!
+//! - a call past its deadline is never sent, by either layer or by the
+//!   crate's sender ([`QualityCheck`](crate::QualityCheck)), and fails with
+//!   a total timeout, which no policy retries ([`Error::is_retryable`] is
+//!   false), so a user's policy below a `Deadline` stops;
+//! - an attempt still running at the deadline ends then, whether an
+//!   `AttemptTimeout`, a `Deadline` or only the sender keeps the deadline
+//!   (tower's `Timeout` in place of `AttemptTimeout` included);
+//! - a total timeout's `source()` is the last failed (or cut) attempt,
+//!   whatever the retry policy: the sender keeps it in the call's
+//!   [`Record`](crate::call) as it happens;
+//! - without a `Deadline` above the retry layer, a user's policy that
+//!   sleeps past the deadline is stopped when its next attempt would start
+//!   (the crate's [`RetryPolicy`](crate::retry::RetryPolicy) never sleeps
+//!   past it): put `Deadline` above the retry layer for the deadline to
+//!   hold to the instant.
+//!
+//! On the common path a call runs one timer: the attempt's. The deadline's
+//! own timer is armed only while no `AttemptTimeout` keeps it (in a backoff
+//! wait, say).
 
 pub mod future;
 mod layer;
