@@ -30,6 +30,7 @@ pub mod discover;
 mod env;
 mod error;
 pub mod gate;
+mod headers;
 mod http2;
 pub mod limit;
 #[cfg(feature = "metrics")]
@@ -38,11 +39,13 @@ pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 #[path = "metrics_noop.rs"]
 mod metrics;
+mod options;
 pub mod propagate;
 mod proxy;
 mod redact;
 mod request_id;
 pub mod retry;
+mod retry_after;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;

@@ -6,7 +6,7 @@ use http::header::HeaderValue;
 use http::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 
-use crate::check::config::Secret;
+use crate::redact::Secret;
 use crate::error::Error;
 
 /// Which HTTP proxy carries the calls to the coordinator.

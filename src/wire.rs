@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::call::CallOptions;
+use crate::options::CallOptions;
 use crate::error::Error;
 
 /// One quality check: which agent's work on which task, touching which files.

@@ -27,7 +27,6 @@
 
 pub mod future;
 mod layer;
-mod options;
 mod record;
 
 use std::fmt;
@@ -43,7 +42,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 pub use self::layer::IdentifyLayer;
-pub use self::options::CallOptions;
+pub use crate::options::CallOptions;
 
 pub(crate) use self::record::Record;
 
@@ -100,7 +99,7 @@ impl Call {
         let reserved = options
             .headers
             .keys()
-            .find_map(|name| crate::check::config::reserved_header(name).map(|why| (name, why)));
+            .find_map(|name| crate::headers::reserved_header(name).map(|why| (name, why)));
         if let Some((name, why)) = reserved {
             return Err(Error::config(format!(
                 "the per-call header {name} is reserved: {why}"

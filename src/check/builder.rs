@@ -543,7 +543,7 @@ impl QualityCheckBuilder {
 
     /// Refuses a header the client sets itself, naming it (never its value).
     fn refuse_reserved(&self, name: &HeaderName, what: &str) -> Result<(), Error> {
-        let why = config::reserved_header(name)
+        let why = crate::headers::reserved_header(name)
             .or_else(|| {
                 (self.bearer_token.is_some() && name == header::AUTHORIZATION)
                     .then_some("bearer_token() sets it")

@@ -399,18 +399,9 @@ impl ClientBuilder {
             .layer(self.attempt_timeout_layer())
             .service(target);
         let settings = Settings {
+            config: self,
             check,
-            policy: self.policy,
-            attempt_timeout: self.attempt_timeout,
-            total_timeout: self.total_timeout,
-            concurrency_limit: self.concurrency_limit,
             breaker,
-            replicas: self
-                .replica_urls
-                .iter()
-                .filter_map(|u| u.parse().ok())
-                .collect(),
-            hedging: self.hedging,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
     }

@@ -10,7 +10,6 @@ mod target;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use tower::retry::Retry;
 use tower::util::Either;
@@ -165,31 +164,21 @@ impl Service<QualityRequest> for QualityClient {
 
 impl fmt::Debug for QualityClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &*self.settings;
+        // The builder's one `Debug`: every setting, no secret.
         f.debug_struct("QualityClient")
-            .field("check", &s.check)
-            .field("policy", &s.policy)
-            .field("attempt_timeout", &s.attempt_timeout)
-            .field("total_timeout", &s.total_timeout)
-            .field("concurrency_limit", &s.concurrency_limit)
-            .field("circuit_breaker", &s.breaker)
-            .field("replicas", &s.replicas)
-            .field("hedging", &s.hedging)
+            .field("config", &self.settings.config)
+            .field("circuit_state", &self.circuit_state())
             .finish()
     }
 }
 
-/// What a client was built with, for `Debug` and the deadline of `check`.
-#[derive(Debug)]
+/// What a client keeps of its builder: the settings it was built with (for
+/// `Debug`), its check (for health probes, sharing the attempts' pool when
+/// there is one coordinator) and its breaker (for its state).
 pub(crate) struct Settings {
+    pub(crate) config: ClientBuilder,
     pub(crate) check: QualityCheck,
-    pub(crate) policy: RetryPolicy,
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) total_timeout: Duration,
-    pub(crate) concurrency_limit: Option<usize>,
     pub(crate) breaker: Option<CircuitBreakerLayer>,
-    pub(crate) replicas: Vec<http::Uri>,
-    pub(crate) hedging: Option<Hedging>,
 }
 
 impl QualityClient {
