@@ -235,7 +235,11 @@ impl Error {
     /// status, `Retry-After`, attempts and request id; its own source, if
     /// any, is kept as text. Made only when an attempt fails.
     pub(crate) fn to_cause(&self) -> Error {
-        let source = self.inner.source.as_ref().map(|s| -> BoxError { s.to_string().into() });
+        let source = self
+            .inner
+            .source
+            .as_ref()
+            .map(|s| -> BoxError { s.to_string().into() });
         Error {
             inner: Box::new(Inner {
                 kind: self.inner.kind.clone(),

@@ -6,8 +6,8 @@ use http::header::HeaderValue;
 use http::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 
-use crate::redact::Secret;
 use crate::error::Error;
+use crate::redact::Secret;
 
 /// Which HTTP proxy carries the calls to the coordinator.
 ///

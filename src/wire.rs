@@ -7,8 +7,8 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::options::CallOptions;
 use crate::error::Error;
+use crate::options::CallOptions;
 
 /// One quality check: which agent's work on which task, touching which files.
 ///

@@ -262,7 +262,11 @@ async fn run(cell: Cell, script: &[Reply], request: QualityRequest, threshold: u
     assert!(seen.ids <= 1, "{cell:?}: {seen:?}");
     assert!(seen.hits <= 3, "{cell:?}: {seen:?}");
     if let Err(e) = &seen.result {
-        assert_eq!(e.attempts().unwrap_or(0) as usize, seen.hits, "{cell:?}: {seen:?}");
+        assert_eq!(
+            e.attempts().unwrap_or(0) as usize,
+            seen.hits,
+            "{cell:?}: {seen:?}"
+        );
         assert!(e.request_id().is_some(), "{cell:?}: {seen:?}");
     }
     seen
@@ -291,7 +295,10 @@ async fn a_cut_attempt_is_retried() {
             assert!(err.is_total_timeout(), "{cell:?}: {seen:?}");
             assert_eq!((seen.hits, seen.elapsed), (1, TOTAL), "{cell:?}: {seen:?}");
         } else {
-            assert!(seen.result.as_ref().is_ok_and(|v| v.approved), "{cell:?}: {seen:?}");
+            assert!(
+                seen.result.as_ref().is_ok_and(|v| v.approved),
+                "{cell:?}: {seen:?}"
+            );
             let backoff = Duration::from_millis(100);
             assert_eq!(
                 (seen.hits, seen.elapsed),
@@ -358,8 +365,16 @@ async fn a_deadline_in_a_users_wait_ends_the_call_with_the_cause() {
         let err = seen.err();
         assert_eq!(seen.hits, 2, "{cell:?}: {seen:?}");
         if !cell.user_policy {
-            assert_eq!(err.status().map(|s| s.as_u16()), Some(503), "{cell:?}: {seen:?}");
-            assert_eq!(seen.elapsed, Duration::from_millis(100), "{cell:?}: {seen:?}");
+            assert_eq!(
+                err.status().map(|s| s.as_u16()),
+                Some(503),
+                "{cell:?}: {seen:?}"
+            );
+            assert_eq!(
+                seen.elapsed,
+                Duration::from_millis(100),
+                "{cell:?}: {seen:?}"
+            );
             continue;
         }
         assert!(err.is_total_timeout(), "{cell:?}: {seen:?}");
@@ -400,7 +415,10 @@ async fn the_wait_for_a_slot_counts_against_the_deadline() {
         if cell.tower_limit {
             // The slot frees when the first call ends (3 s after it began);
             // only then does the second call start its own clock.
-            assert_eq!(start.elapsed(), TOTAL - Duration::from_millis(10) + Duration::from_millis(500));
+            assert_eq!(
+                start.elapsed(),
+                TOTAL - Duration::from_millis(10) + Duration::from_millis(500)
+            );
             assert_eq!(second.attempts(), Some(1), "{cell:?}");
         } else {
             assert_eq!(start.elapsed(), Duration::from_millis(500), "{cell:?}");

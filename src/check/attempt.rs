@@ -53,9 +53,7 @@ struct Sent {
 impl Drop for Sent {
     fn drop(&mut self) {
         if !self.done && self.attempt > 0 {
-            self.call
-                .record()
-                .cut(self.attempt, self.call.deadline());
+            self.call.record().cut(self.attempt, self.call.deadline());
         }
     }
 }

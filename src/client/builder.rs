@@ -377,7 +377,10 @@ impl ClientBuilder {
         } else {
             vec![self.check_service()?]
         };
-        Ok(AttemptTarget::routed(replicas::routed(checks, self.routing())?))
+        Ok(AttemptTarget::routed(replicas::routed(
+            checks,
+            self.routing(),
+        )?))
     }
 
     /// Validates the options and builds the client, from exactly the layers
@@ -445,7 +448,10 @@ impl ClientBuilder {
             _ => {}
         }
         if self.policy.max_attempts() == 0 {
-            return refuse("attempts", "must be at least 1 (1 turns retries off)".into());
+            return refuse(
+                "attempts",
+                "must be at least 1 (1 turns retries off)".into(),
+            );
         }
         for (setting, breaker) in [
             ("circuit_breaker", self.circuit_breaker),
@@ -457,10 +463,16 @@ impl ClientBuilder {
         }
         if let Some(h) = &self.hedging {
             if !(h.percentile > 0.0 && h.percentile < 1.0) {
-                return refuse("hedging", format!("percentile {} is outside (0, 1)", h.percentile));
+                return refuse(
+                    "hedging",
+                    format!("percentile {} is outside (0, 1)", h.percentile),
+                );
             }
             if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
-                return refuse("hedging", format!("period {:?} is outside 1 ms to 1 day", h.period));
+                return refuse(
+                    "hedging",
+                    format!("period {:?} is outside 1 ms to 1 day", h.period),
+                );
             }
         }
         if let Some(adaptive) = &self.adaptive {
@@ -537,17 +549,37 @@ mod tests {
 
     #[test]
     fn absurd_settings_are_config_errors_naming_the_setting() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let _entered = runtime.enter();
         let b = || QualityClient::builder("http://127.0.0.1:1");
         let cases = [
-            ("concurrency_limit", b().concurrency_limit(usize::MAX).base_urls(["http://a:1", "http://b:1"])),
-            ("concurrency_limit", b().concurrency_limit(usize::MAX).hedging(Hedging::default())),
+            (
+                "concurrency_limit",
+                b().concurrency_limit(usize::MAX)
+                    .base_urls(["http://a:1", "http://b:1"]),
+            ),
+            (
+                "concurrency_limit",
+                b().concurrency_limit(usize::MAX)
+                    .hedging(Hedging::default()),
+            ),
             ("attempts", b().attempts(0)),
-            ("circuit_breaker", b().circuit_breaker(CircuitBreakerConfig::default().failure_threshold(0))),
-            ("replica_ejection", b().replica_ejection(CircuitBreakerConfig::default().failure_threshold(0))),
+            (
+                "circuit_breaker",
+                b().circuit_breaker(CircuitBreakerConfig::default().failure_threshold(0)),
+            ),
+            (
+                "replica_ejection",
+                b().replica_ejection(CircuitBreakerConfig::default().failure_threshold(0)),
+            ),
             ("total_timeout", b().total_timeout(Duration::ZERO)),
-            ("adaptive_concurrency", b().adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(usize::MAX))),
+            (
+                "adaptive_concurrency",
+                b().adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(usize::MAX)),
+            ),
         ];
         for (setting, builder) in cases {
             let err = builder.build().unwrap_err();

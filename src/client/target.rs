@@ -118,6 +118,7 @@ impl Future for AttemptTargetFuture {
 
 impl fmt::Debug for AttemptTargetFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttemptTargetFuture").finish_non_exhaustive()
+        f.debug_struct("AttemptTargetFuture")
+            .finish_non_exhaustive()
     }
 }

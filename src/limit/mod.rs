@@ -89,9 +89,9 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
+pub use self::call_limit::{CallLimit, CallLimitFuture, CallLimitLayer};
 use self::future::ResponseFuture;
 pub use self::gradient::AdaptiveLimitConfig;
-pub use self::call_limit::{CallLimit, CallLimitFuture, CallLimitLayer};
 pub use self::layer::AdaptiveLimitLayer;
 
 use self::gradient::Gradient;

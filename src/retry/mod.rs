@@ -189,7 +189,10 @@ impl RetryPolicy {
     ///
     /// Whatever it says, a call past its deadline is never retried, nor is an
     /// error from another tower layer that the crate cannot read.
-    pub fn classify(mut self, classify: impl ClassifyFailure<Error> + Send + Sync + 'static) -> Self {
+    pub fn classify(
+        mut self,
+        classify: impl ClassifyFailure<Error> + Send + Sync + 'static,
+    ) -> Self {
         self.classify = Some(Arc::new(classify));
         self
     }
@@ -371,7 +374,10 @@ impl<Res> Policy<Call, Res, BoxError> for RetryPolicy {
     type Future = Sleep;
 
     fn retry(&mut self, call: &mut Call, result: &mut Result<Res, BoxError>) -> Option<Sleep> {
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| self.failure_boxed(e));
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| self.failure_boxed(e));
         let delay = self.decide(call, outcome)?;
         Some(tokio::time::sleep(delay))
     }

@@ -154,7 +154,9 @@ where
         if call.expired() {
             return ResponseFuture::expired(call);
         }
-        let own = call.record().timer_started(crate::time::after(self.timeout));
+        let own = call
+            .record()
+            .timer_started(crate::time::after(self.timeout));
         let (at, kind) = match call.deadline() {
             Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
             _ => (own, TimeoutKind::Attempt),
