@@ -38,7 +38,7 @@ type Stack = BoxCloneSyncService<QualityRequest, QualityResponse, Error>;
 enum Timer {
     Attempt,
     Tower,
-    NoTimer,
+    Untimed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,7 +74,7 @@ impl Cell {
 
 fn cells() -> Vec<Cell> {
     let mut cells = Vec::new();
-    for timer in [Timer::Attempt, Timer::Tower, Timer::NoTimer] {
+    for timer in [Timer::Attempt, Timer::Tower, Timer::Untimed] {
         for deadline in [true, false] {
             for user_policy in [false, true] {
                 for breaker in [true, false] {
@@ -290,7 +290,7 @@ async fn a_cut_attempt_is_retried() {
             5,
         )
         .await;
-        if cell.timer == Timer::NoTimer {
+        if cell.timer == Timer::Untimed {
             let err = seen.err();
             assert!(err.is_total_timeout(), "{cell:?}: {seen:?}");
             assert_eq!((seen.hits, seen.elapsed), (1, TOTAL), "{cell:?}: {seen:?}");
@@ -323,8 +323,8 @@ async fn a_hanging_coordinator_ends_at_the_deadline_and_opens_the_breaker() {
         )
         .await;
         let err = seen.err();
-        let counts = cell.breaker && cell.timer != Timer::NoTimer && !cell.breaker_blind();
-        if cell.timer == Timer::NoTimer {
+        let counts = cell.breaker && cell.timer != Timer::Untimed && !cell.breaker_blind();
+        if cell.timer == Timer::Untimed {
             assert!(err.is_total_timeout(), "{cell:?}: {seen:?}");
             assert_eq!((seen.hits, seen.elapsed), (1, TOTAL), "{cell:?}: {seen:?}");
         } else if counts {

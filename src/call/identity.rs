@@ -25,6 +25,9 @@ use crate::wire::QualityRequest;
 #[derive(Clone)]
 pub struct Call {
     inner: Arc<Inner>,
+    /// A hedged copy's own concurrency slot, held while the copy lives:
+    /// owned by the copy (made by [`Call::hedge_copy`]), not by the call.
+    copy_slot: Option<Arc<Mutex<Option<OwnedSemaphorePermit>>>>,
 }
 
 struct Inner {
@@ -36,8 +39,6 @@ struct Inner {
     attempts: AtomicU32,
     /// What the attempts learned that a layer above must know later.
     record: Record,
-    /// A slot of the concurrency limit held for a hedged copy.
-    hedge_slot: Mutex<Option<OwnedSemaphorePermit>>,
     span: tracing::Span,
     metrics: crate::metrics::CallMetrics,
 }
@@ -87,10 +88,10 @@ impl Call {
                 deadline,
                 attempts: AtomicU32::new(0),
                 record: Record::default(),
-                hedge_slot: Mutex::new(None),
                 span,
                 metrics: crate::metrics::CallMetrics::start(),
             }),
+            copy_slot: None,
         })
     }
 
@@ -174,13 +175,26 @@ impl Call {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// Holds a concurrency slot for a hedged copy until the call ends;
-    /// true when the call has one.
+    /// The same call, as a hedged copy of its current attempt: it can
+    /// hold a concurrency slot of its own ([`hold_hedge_slot`](Self::hold_hedge_slot)),
+    /// given back when the copy ends.
+    pub(crate) fn hedge_copy(&self) -> Call {
+        Call {
+            inner: self.inner.clone(),
+            copy_slot: Some(Arc::default()),
+        }
+    }
+
+    /// Takes a concurrency slot for this hedged copy, held while the copy
+    /// lives; true when it has one. A call that is not a copy holds none.
     pub(crate) fn hold_hedge_slot(
         &self,
         take: impl FnOnce() -> Option<OwnedSemaphorePermit>,
     ) -> bool {
-        let mut slot = lock(&self.inner.hedge_slot);
+        let Some(slot) = &self.copy_slot else {
+            return false;
+        };
+        let mut slot = lock(slot);
         if slot.is_none() {
             *slot = take();
         }
