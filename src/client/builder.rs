@@ -1,22 +1,31 @@
 //! The builder of [`QualityClient`], which also hands out the stack's layers.
 
+use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tower::retry::RetryLayer;
-use tower::ServiceBuilder;
+use futures_core::Stream;
 
-use super::replicas::{self, Hedging, DEFAULT_REPLICA_EJECTION};
+use tokio::sync::Semaphore;
+use tower::discover::Change;
+use tower::retry::RetryLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder};
+
+use super::discovery::{self, Discovered};
+use super::replicas::{self, Hedging, Routed, DEFAULT_REPLICA_EJECTION};
 use super::{AttemptTarget, QualityClient, Settings};
 
 use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use crate::call::IdentifyLayer;
+use crate::call::{Call, IdentifyLayer};
 use crate::check::{QualityCheck, QualityCheckBuilder};
-use crate::error::Error;
-use crate::limit::{AdaptiveLimitConfig, CallLimitLayer};
+use crate::discover::Resolve;
+use crate::error::{BoxError, Error};
+use crate::limit::{AdaptiveLimit, AdaptiveLimitConfig, CallLimitLayer};
 use crate::retry::{RetryBackoff, RetryBudget, RetryPolicy};
-use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
+use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer};
+use crate::wire::QualityResponse;
 
 /// 10 s: a coordinator runs builds, tests and an AI review, so a verdict
 /// legitimately takes seconds; an attempt slower than this is treated as lost.
@@ -73,10 +82,8 @@ pub struct ClientBuilder {
     pub(super) replica_urls: Vec<String>,
     pub(super) replica_ejection: CircuitBreakerConfig,
     pub(super) hedging: Option<Hedging>,
-    /// Set in `discovery.rs`.
     pub(super) adaptive: Option<AdaptiveLimitConfig>,
-    /// Set in `discovery.rs`.
-    pub(super) discovery: Option<super::discovery::Discovered>,
+    pub(super) discovery: Option<Discovered>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -310,6 +317,140 @@ impl ClientBuilder {
         self
     }
 
+    // ----- many coordinators: adaptive limits and discovery -----
+
+    /// Limits the attempts in flight to each coordinator with an adaptive
+    /// limit (default off): it grows while the coordinator's latency stays
+    /// near its no-load value and shrinks when latency grows or the
+    /// coordinator answers 429, 503 or times out; see
+    /// [`limit`](crate::limit) for the algorithm and
+    /// [`AdaptiveLimitConfig`] for the defaults (start at 20, floor 1,
+    /// ceiling 200, 10% latency tolerance).
+    ///
+    /// With several replicas, each has its own limit, inside the balancer,
+    /// so a replica at its limit is not picked. Calls beyond the limit wait
+    /// on the client side, in `poll_ready`, within their deadline.
+    ///
+    /// The fixed [`concurrency_limit`](Self::concurrency_limit) (default
+    /// 64) still bounds the calls in flight, waits between retries
+    /// included: raise it, or set it to `None`, to let the adaptive limit
+    /// find a capacity above it.
+    ///
+    /// Off by default: a coordinator that runs builds of very different
+    /// lengths has a latency that says little about its load, and the limit
+    /// spends a few calls at concurrency 3 every minute measuring it.
+    ///
+    /// ```
+    /// use tower_quality_gate::limit::AdaptiveLimitConfig;
+    /// use tower_quality_gate::QualityClient;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let client = QualityClient::builder("http://127.0.0.1:8000")
+    ///     .adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(500))
+    ///     .concurrency_limit(None)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn adaptive_concurrency(mut self, config: impl Into<Option<AdaptiveLimitConfig>>) -> Self {
+        self.adaptive = config.into();
+        self
+    }
+
+    /// Balances attempts over the replicas the base URL's host resolves to,
+    /// resolving it again every `interval` (`None`: 30 s, so a replica that
+    /// joins gets traffic within half a minute while DNS sees two lookups a
+    /// minute per client; at least 10 ms) and soon after a replica fails to connect (at most once every
+    /// 5 s), with `resolver` ([`SystemResolver`](crate::discover::SystemResolver)
+    /// for the system's DNS). See [`discover`](crate::discover).
+    ///
+    /// Each replica connects to its own address but keeps the host name
+    /// for the `Host` header and TLS (SNI and certificate checks). Replicas
+    /// that appear are added to tower's power-of-two-choices balancer, those
+    /// that disappear are removed once their calls in flight are over, and
+    /// those that stay keep their ejection state and adaptive limit. A
+    /// failed or empty resolution changes nothing.
+    ///
+    /// Unlike [`base_urls`](Self::base_urls), a call waits for a replica
+    /// (within its attempt timeout) when none is ready, since there is none
+    /// before the first resolution. Needs a Tokio runtime at build time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quality_gate::discover::SystemResolver;
+    /// use tower_quality_gate::QualityClient;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let client = QualityClient::builder("http://coordinator.internal:8000")
+    ///     .discover_replicas(SystemResolver, Duration::from_secs(10))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn discover_replicas(
+        mut self,
+        resolver: impl Resolve,
+        interval: impl Into<Option<Duration>>,
+    ) -> Self {
+        self.discovery = Some(discovery::resolver(resolver, interval.into()));
+        self
+    }
+
+    /// Balances attempts over the replicas a stream of base URLs inserts and
+    /// removes (a `tower::discover::Discover` stream of
+    /// `Change<K, String>`), each built with this builder's HTTP options.
+    /// An insert whose URL is invalid and an error of the stream are
+    /// skipped (and logged): the replicas already there keep serving. The
+    /// stream serves one built client.
+    ///
+    /// ```
+    /// use tower_quality_gate::QualityClient;
+    /// use tokio::sync::mpsc;
+    /// use tower::discover::Change;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let (tx, rx) = mpsc::unbounded_channel::<Result<Change<u32, String>, std::io::Error>>();
+    /// let stream = futures_like::Receiver(rx);
+    /// let client = QualityClient::builder("http://127.0.0.1:8000")
+    ///     .discover_base_urls(stream)
+    ///     .build()?;
+    /// tx.send(Ok(Change::Insert(1, "http://127.0.0.1:8001".into()))).ok();
+    /// # let _ = client; Ok(()) }
+    /// # mod futures_like {
+    /// #     pub struct Receiver<T>(pub tokio::sync::mpsc::UnboundedReceiver<T>);
+    /// #     impl<T> futures_core::Stream for Receiver<T> {
+    /// #         type Item = T;
+    /// #         fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    /// #             self.0.poll_recv(cx)
+    /// #         }
+    /// #     }
+    /// # }
+    /// ```
+    pub fn discover_base_urls<D, K, E>(mut self, stream: D) -> Self
+    where
+        D: Stream<Item = Result<Change<K, String>, E>> + Send + 'static,
+        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.discovery = Some(discovery::base_urls(stream));
+        self
+    }
+
+    /// Balances attempts over the services a stream inserts and removes (a
+    /// `tower::discover::Discover` stream of `Change<K, S>`), each wrapped
+    /// as a replica is: its attempt timeout, adaptive limit if set,
+    /// ejection and load count. An error of the stream is skipped (and
+    /// logged). The stream serves one built client.
+    pub fn discover_services<D, K, S, E>(mut self, stream: D) -> Self
+    where
+        D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
+        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+        S: Service<Call, Response = QualityResponse, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.discovery = Some(discovery::services(stream));
+        self
+    }
+
     // ----- the layers, for a hand-built stack -----
 
     /// The layer that gives each call its identity ([`IdentifyLayer`]):
@@ -407,6 +548,27 @@ impl ClientBuilder {
             breaker,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
+    }
+
+    /// The one coordinator behind its adaptive limit, when one is set.
+    fn adaptive_target(&self) -> Result<Option<Routed>, Error> {
+        let Some(config) = self.adaptive else {
+            return Ok(None);
+        };
+        // The limit sees its attempts' timeouts as overload: the attempt
+        // timeout runs inside it (the client's own still bounds the wait).
+        let timed = AttemptTimeout::new(self.check_service()?, self.attempt_timeout);
+        Ok(Some(BoxCloneSyncService::new(AdaptiveLimit::new(
+            timed, config,
+        ))))
+    }
+
+    /// The discovered replicas behind the balancer, when discovery is set.
+    fn discovered_target(&self) -> Result<Option<Routed>, Error> {
+        let Some(discovered) = &self.discovery else {
+            return Ok(None);
+        };
+        discovery::target(discovered, &self.check, self.routing()).map(Some)
     }
 
     /// How attempts are routed over replicas.
