@@ -135,3 +135,47 @@ impl Record {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_attempt_is_the_cause_and_a_hedged_copy_does_not_hide_a_failure() {
+        let record = Record::default();
+        assert!(record.take_cause().is_none());
+        record.failed(1, &Error::circuit_open());
+        // A copy of attempt 1 dropped after it failed keeps the failure.
+        record.cut(1, None);
+        assert!(record.take_cause().unwrap().is_circuit_open());
+        // Taken once.
+        assert!(record.take_cause().is_none());
+        record.failed(1, &Error::circuit_open());
+        record.cut(2, None);
+        let cause = record.take_cause().unwrap();
+        assert_eq!(cause.timeout_kind(), Some(TimeoutKind::Unknown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nested_timer_ends_no_later_and_a_cut_at_its_end_is_an_attempt_timeout() {
+        let record = Record::default();
+        let now = Instant::now();
+        let outer = record.timer_started(now + Duration::from_secs(1));
+        let inner = record.timer_started(now + Duration::from_secs(2));
+        assert_eq!((outer, inner), (now + Duration::from_secs(1), outer));
+        assert!(record.timed());
+        record.timer_ended();
+        record.timer_ended();
+        assert!(!record.timed());
+        assert!(!record.cut_by_attempt_timer(None));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(record.cut_by_attempt_timer(None));
+        // An end at the deadline is the deadline's, not the attempt's.
+        assert!(!record.cut_by_attempt_timer(Some(outer)));
+        record.cut(1, None);
+        let cause = record.take_cause().unwrap();
+        assert!(cause.is_attempt_timeout());
+    }
+}
