@@ -115,7 +115,7 @@ where
         // as tower's docs advise for a service called later.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        let mut waiting = crate::metrics::Waiting::default();
+        let mut waiting: crate::metrics::Waiting = Default::default();
         waiting.set(true);
         CallLimitFuture {
             state: State::Waiting {
