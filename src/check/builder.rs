@@ -277,6 +277,11 @@ impl QualityCheckBuilder {
     }
 
     /// Whether calls carry a request id.
+    /// The base URL, validated, without building a client (and its pool).
+    pub(crate) fn base_uri(&self) -> Result<http::Uri, Error> {
+        Ok(config::endpoints(&self.base_url)?.0)
+    }
+
     pub(crate) fn sends_request_ids(&self) -> bool {
         self.request_id_header.is_some()
     }

@@ -170,8 +170,8 @@ pub(super) fn target(
 
 /// `host:port` of the base URL, for the resolver.
 fn resolved_name(template: &QualityCheckBuilder) -> Result<String, Error> {
-    let check = template.clone().build()?;
-    let url = check.base_url();
+    // Parsed, not built: a client here would be a pool thrown away.
+    let url = template.base_uri()?;
     let Some(host) = url.host() else {
         return Err(Error::config("the base URL has no host to resolve"));
     };
