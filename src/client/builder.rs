@@ -505,10 +505,18 @@ impl ClientBuilder {
             return Ok(AttemptTarget::routed(target));
         }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
-            return match self.adaptive_target()? {
-                Some(target) => Ok(AttemptTarget::routed(target)),
-                None => Ok(AttemptTarget::one(self.check_service()?)),
-            };
+            let check = self.check_service()?;
+            return Ok(match self.adaptive {
+                Some(config) => {
+                    // The limit sees its attempts' timeouts as overload: the
+                    // attempt timeout runs inside it (the client's own still
+                    // bounds the wait).
+                    let timed = AttemptTimeout::new(check.clone(), self.attempt_timeout);
+                    let limited = BoxCloneSyncService::new(AdaptiveLimit::new(timed, config));
+                    AttemptTarget::limited(limited, check)
+                }
+                None => AttemptTarget::one(check),
+            });
         }
         let checks = if self.replica_urls.len() > 1 {
             self.replica_urls
@@ -548,19 +556,6 @@ impl ClientBuilder {
             breaker,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
-    }
-
-    /// The one coordinator behind its adaptive limit, when one is set.
-    fn adaptive_target(&self) -> Result<Option<Routed>, Error> {
-        let Some(config) = self.adaptive else {
-            return Ok(None);
-        };
-        // The limit sees its attempts' timeouts as overload: the attempt
-        // timeout runs inside it (the client's own still bounds the wait).
-        let timed = AttemptTimeout::new(self.check_service()?, self.attempt_timeout);
-        Ok(Some(BoxCloneSyncService::new(AdaptiveLimit::new(
-            timed, config,
-        ))))
     }
 
     /// The discovered replicas behind the balancer, when discovery is set.

@@ -28,6 +28,9 @@ pub struct AttemptTarget {
 #[derive(Clone)]
 enum Target {
     One(QualityCheck),
+    /// The one coordinator behind a layer (its adaptive limit): the check
+    /// is kept for health probes, which share its pool.
+    Limited(Routed, QualityCheck),
     Routed(Routed),
 }
 
@@ -38,10 +41,17 @@ impl AttemptTarget {
         }
     }
 
-    /// The one coordinator's check, when attempts are not routed.
+    /// The one coordinator behind `limited`.
+    pub(crate) fn limited(limited: Routed, check: QualityCheck) -> Self {
+        AttemptTarget {
+            inner: Target::Limited(limited, check),
+        }
+    }
+
+    /// The one coordinator's check, when attempts go to one coordinator.
     pub(crate) fn check(&self) -> Option<&QualityCheck> {
         match &self.inner {
-            Target::One(check) => Some(check),
+            Target::One(check) | Target::Limited(_, check) => Some(check),
             Target::Routed(_) => None,
         }
     }
@@ -61,7 +71,7 @@ impl Service<Call> for AttemptTarget {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match &mut self.inner {
             Target::One(check) => Service::<Call>::poll_ready(check, cx),
-            Target::Routed(routed) => routed.poll_ready(cx),
+            Target::Routed(routed) | Target::Limited(routed, _) => routed.poll_ready(cx),
         }
     }
 
@@ -70,7 +80,7 @@ impl Service<Call> for AttemptTarget {
             Target::One(check) => TargetFuture::One {
                 future: check.call(call),
             },
-            Target::Routed(routed) => TargetFuture::Routed {
+            Target::Routed(routed) | Target::Limited(routed, _) => TargetFuture::Routed {
                 future: routed.call(call),
             },
         };
@@ -82,6 +92,7 @@ impl fmt::Debug for AttemptTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Target::One(check) => f.debug_tuple("AttemptTarget").field(check).finish(),
+            Target::Limited(_, check) => f.debug_tuple("AttemptTarget").field(check).finish(),
             Target::Routed(_) => f.write_str("AttemptTarget(replicas)"),
         }
     }
