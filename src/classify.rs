@@ -5,7 +5,7 @@
 //! The circuit breaker counts what its classifier calls a failure; a user
 //! with other rules (count a 429, ignore timeouts) passes their own.
 
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Boxed, Error};
 
 /// Decides whether an error counts as a failure of the service (it is down,
 /// overloaded or unreachable), as opposed to an answer from a live one.
@@ -64,9 +64,9 @@ impl ClassifyFailure<Error> for RetryableFailures {
 
 impl ClassifyFailure<BoxError> for RetryableFailures {
     fn is_failure(&self, error: &BoxError) -> bool {
-        match error.downcast_ref::<Error>() {
-            Some(error) => self.is_failure(error),
-            None => true,
+        match Boxed::of(error) {
+            Boxed::Error(error) => self.is_failure(error),
+            Boxed::Elapsed | Boxed::Other => true,
         }
     }
 }

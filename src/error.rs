@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 
+pub(crate) use crate::retry_after::{honours_retry_after, RetryAfter};
+
 /// A boxed error, as tower's middleware returns them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -46,7 +48,7 @@ struct Inner {
     coordinator: Option<Box<str>>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Config(String),
     Connect,
@@ -110,54 +112,25 @@ pub enum TimeoutKind {
     Unknown,
 }
 
-/// A `Retry-After` header, kept as sent: seconds, or an HTTP date that is
-/// turned into a wait only when it is needed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RetryAfter {
-    Delay(Duration),
-    At(SystemTime),
+/// What a [`BoxError`] from a tower layer holds, read in one place: the
+/// crate's own [`Error`], tower's `Elapsed` (its `Timeout` fired), or
+/// anything else.
+pub(crate) enum Boxed<'a> {
+    Error(&'a Error),
+    Elapsed,
+    Other,
 }
 
-impl RetryAfter {
-    /// The `Retry-After` of a response that may carry one: only 429 (Too
-    /// Many Requests) and 503 (Service Unavailable), the two statuses whose
-    /// `Retry-After` asks the client to wait (RFC 9110 §10.2.3). On any
-    /// other status it is ignored.
-    pub(crate) fn from_head(status: StatusCode, headers: &http::HeaderMap) -> Option<RetryAfter> {
-        if !honours_retry_after(status) {
-            return None;
-        }
-        headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(RetryAfter::parse)
-    }
-
-    /// Parses `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.
-    ///
-    /// Any run of digits is a delay in seconds, saturating: a number too
-    /// large for a `u64` asks for `u64::MAX` seconds, far beyond any cap,
-    /// rather than being ignored (which would retry at once).
-    pub(crate) fn parse(value: &http::HeaderValue) -> Option<RetryAfter> {
-        let s = std::str::from_utf8(value.as_bytes()).ok()?.trim();
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-            let secs = s.parse::<u64>().unwrap_or(u64::MAX);
-            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
-        }
-        httpdate::parse_http_date(s).ok().map(RetryAfter::At)
-    }
-
-    /// The wait this asks for, as of `now`; a date in the past asks for none.
-    pub(crate) fn delay_from(self, now: SystemTime) -> Duration {
-        match self {
-            RetryAfter::Delay(d) => d,
-            RetryAfter::At(t) => t.duration_since(now).unwrap_or(Duration::ZERO),
+impl<'a> Boxed<'a> {
+    pub(crate) fn of(err: &'a BoxError) -> Boxed<'a> {
+        if let Some(err) = err.downcast_ref::<Error>() {
+            Boxed::Error(err)
+        } else if err.is::<tower::timeout::error::Elapsed>() {
+            Boxed::Elapsed
+        } else {
+            Boxed::Other
         }
     }
-}
-
-/// Whether a status's `Retry-After` is honoured: 429 and 503 only.
-fn honours_retry_after(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
 // ===== impl Error =====
@@ -307,14 +280,36 @@ impl Error {
 
     /// Converts an error from a tower layer, naming which timeout an `Elapsed` was.
     pub(crate) fn from_layer(err: BoxError, timeout: TimeoutKind) -> Error {
-        let err = match err.downcast::<Error>() {
-            Ok(err) => return *err,
-            Err(err) => err,
-        };
-        if err.is::<tower::timeout::error::Elapsed>() {
-            return Error::new(Kind::Timeout(timeout), Some(err));
+        match Boxed::of(&err) {
+            Boxed::Error(_) => match err.downcast::<Error>() {
+                Ok(err) => *err,
+                Err(err) => Error::new(Kind::Other, Some(err)),
+            },
+            Boxed::Elapsed => Error::new(Kind::Timeout(timeout), Some(err)),
+            Boxed::Other => Error::new(Kind::Other, Some(err)),
         }
-        Error::new(Kind::Other, Some(err))
+    }
+
+    /// A copy of this error to keep as the cause of a later one (the last
+    /// failed attempt of a call that then ran out of time): the same kind,
+    /// status, `Retry-After`, attempts and request id; its own source, if
+    /// any, is kept as text. Made only when an attempt fails.
+    pub(crate) fn to_cause(&self) -> Error {
+        let source = self
+            .inner
+            .source
+            .as_ref()
+            .map(|s| -> BoxError { s.to_string().into() });
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind.clone(),
+                source,
+                attempts: self.inner.attempts,
+                request_id: self.inner.request_id.clone(),
+                unprocessed: self.inner.unprocessed,
+                coordinator: self.inner.coordinator.clone(),
+            }),
+        }
     }
 
     /// The class of this error.
@@ -480,12 +475,17 @@ impl Error {
     }
 
     /// Whether trying again is safe and may succeed: connect and transport
-    /// failures, timeouts, and the statuses 408, 429 and 5xx. Never for other
-    /// 4xx, invalid or oversized responses, configuration errors or an open
-    /// circuit.
+    /// failures, attempt timeouts, and the statuses 408, 429 and 5xx. Never
+    /// for other 4xx, invalid or oversized responses, configuration errors,
+    /// an open circuit, or a call that passed its deadline
+    /// ([`is_total_timeout`](Self::is_total_timeout)): whatever policy
+    /// retries, a call out of time is final.
     pub fn is_retryable(&self) -> bool {
         match &self.inner.kind {
             Kind::Connect | Kind::Transport if self.is_tls() => false,
+            // A call past its deadline is over: no attempt may follow, so a
+            // policy that retries what is retryable stops there.
+            Kind::Timeout(TimeoutKind::Total) => false,
             Kind::Connect | Kind::Transport | Kind::Timeout(_) => true,
             Kind::Status { status, .. } => {
                 status.is_server_error()

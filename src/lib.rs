@@ -32,6 +32,7 @@ mod env;
 mod error;
 pub mod gate;
 pub mod guide;
+mod headers;
 mod http2;
 pub mod limit;
 #[cfg(feature = "metrics")]
@@ -39,6 +40,7 @@ pub mod limit;
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
+mod options;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod otel;
@@ -47,6 +49,7 @@ mod proxy;
 mod redact;
 mod request_id;
 pub mod retry;
+mod retry_after;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;

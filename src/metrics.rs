@@ -411,17 +411,6 @@ impl Drop for Waiting {
     }
 }
 
-/// A call whose deadline passed while it waited for a slot: it never
-/// started, so only its error is counted.
-#[inline]
-pub(crate) fn waited_out(error: Error) -> Error {
-    record! {
-        counter!(ERRORS, "error.type" => error_type(error.status(), error.kind().as_str()))
-            .increment(1);
-    }
-    error
-}
-
 // ----- retries and breakers -----
 
 /// A retry of an attempt that failed with `status` (an error answer) or

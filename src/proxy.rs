@@ -7,8 +7,8 @@ use http::header::HeaderValue;
 use http::Uri;
 use hyper_util::client::proxy::matcher::{self, Intercept};
 
-use crate::check::config::Secret;
 use crate::error::Error;
+use crate::redact::Secret;
 
 /// Which HTTP proxy carries the calls to the coordinator.
 ///

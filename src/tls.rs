@@ -152,7 +152,7 @@ pub(crate) struct Tls {
     pub(crate) native_roots: bool,
     /// A client certificate chain and its private key, both PEM.
     #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
-    pub(crate) identity: Option<(Vec<u8>, crate::check::config::Secret)>,
+    pub(crate) identity: Option<(Vec<u8>, crate::redact::Secret)>,
     /// A complete configuration that replaces all of the above.
     #[cfg(feature = "rustls")]
     pub(crate) config: Option<std::sync::Arc<rustls::ClientConfig>>,

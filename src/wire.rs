@@ -9,8 +9,8 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::call::CallOptions;
 use crate::error::Error;
+use crate::options::CallOptions;
 
 /// One quality check: which agent's work on which task, touching which files.
 ///
@@ -161,7 +161,7 @@ impl QualityRequest {
     }
 
     /// The per-call options, to change in place.
-    pub fn options_mut(&mut self) -> &mut CallOptions {
+    pub(crate) fn options_mut(&mut self) -> &mut CallOptions {
         &mut self.options
     }
 }

@@ -232,9 +232,10 @@ async fn hanging_attempts_are_cancelled_and_waiting_calls_are_gauged() {
         }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // One call sends, the other waits for the only slot.
+    // One call sends, the other waits for the only slot: both have
+    // started (their clocks run), so both are in flight (#19).
     let before = Metrics::take(&snapshotter);
-    assert_eq!(before.gauge(CALLS_IN_FLIGHT), 1.0);
+    assert_eq!(before.gauge(CALLS_IN_FLIGHT), 2.0);
     assert_eq!(before.gauge(CALLS_WAITING), 1.0);
 
     assert!(second.await.unwrap().unwrap_err().is_total_timeout());
@@ -247,7 +248,7 @@ async fn hanging_attempts_are_cancelled_and_waiting_calls_are_gauged() {
     );
     assert_eq!(m.counter(ERRORS, &[("error.type", "timeout")]), 2);
     // A snapshot drains gauges too: this one holds the changes since.
-    assert_eq!(m.gauge(CALLS_IN_FLIGHT), -1.0);
+    assert_eq!(m.gauge(CALLS_IN_FLIGHT), -2.0);
     assert_eq!(m.gauge(CALLS_WAITING), -1.0);
 }
 

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::{Admission, Shared};
+use crate::call::Call;
 use crate::classify::ClassifyFailure;
 use crate::error::Error;
 
@@ -29,12 +30,23 @@ struct Outcome {
     shared: Arc<Shared>,
     admission: Admission,
     recorded: bool,
+    /// The call, when the request is a [`Call`]: its record tells an
+    /// attempt cut by an attempt timer above from one the caller dropped.
+    call: Option<Call>,
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
         if !self.recorded {
-            self.shared.record(self.admission, None);
+            // Cut by its attempt timer, the attempt timed out: a failure, as
+            // if the timer sat below the breaker. Dropped for any other
+            // reason (the caller gave up, a hedged copy won, the deadline
+            // passed), it says nothing of the service.
+            let cut = self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.record().cut_by_attempt_timer(c.deadline()));
+            self.shared.record(self.admission, cut.then_some(true));
         }
     }
 }
@@ -45,6 +57,7 @@ impl<F, C> ResponseFuture<F, C> {
         shared: Arc<Shared>,
         admission: Admission,
         classify: C,
+        call: Option<Call>,
     ) -> Self {
         ResponseFuture {
             inner: Some(inner),
@@ -52,6 +65,7 @@ impl<F, C> ResponseFuture<F, C> {
                 shared,
                 admission,
                 recorded: false,
+                call,
             }),
             classify: Some(classify),
         }

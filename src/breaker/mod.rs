@@ -16,6 +16,7 @@
 pub mod future;
 mod layer;
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ use tower::Service;
 pub use self::layer::CircuitBreakerLayer;
 
 use self::future::ResponseFuture;
+use crate::call::Call;
 use crate::classify::{ClassifyFailure, RetryableFailures};
 use crate::error::Error;
 
@@ -113,8 +115,14 @@ impl Default for CircuitBreakerConfig {
 /// for which [`Error::is_retryable`] is true (connect and transport
 /// failures, timeouts, 408, 429, 5xx). A 4xx or an invalid response is an
 /// answer from a live coordinator and counts as a success. A call dropped
-/// before it finishes counts as neither; a dropped probe lets the next call
-/// probe.
+/// before it finishes counts as neither (a dropped probe lets the next call
+/// probe), except an attempt of a [`Call`] cut by an
+/// [`AttemptTimeout`](crate::timeout::AttemptTimeout) above the breaker:
+/// that attempt timed out, and counts as a failure, so the breaker opens on
+/// a hanging coordinator on either side of the crate's attempt timeout.
+/// Above tower's own `Timeout` it sees the `Elapsed` error and counts it;
+/// below tower's `Timeout` it cannot tell its drop from the caller's, and
+/// counts nothing: put it above.
 ///
 /// It is generic tower middleware: it wraps any service whose error can
 /// hold the crate's [`Error`] (`S::Error: From<Error>`, so the crate's
@@ -359,6 +367,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
+    Req: 'static,
     S: Service<Req>,
     S::Error: From<Error>,
     C: ClassifyFailure<S::Error> + Clone,
@@ -415,15 +424,18 @@ where
 impl<S, C> CircuitBreaker<S, C> {
     fn admitted<Req>(&mut self, req: Req, admission: Admission) -> ResponseFuture<S::Future, C>
     where
+        Req: 'static,
         S: Service<Req>,
         C: Clone,
     {
+        let call = (&req as &dyn Any).downcast_ref::<Call>().cloned();
         let future = self.inner.call(req);
         ResponseFuture::admitted(
             future,
             self.shared.clone(),
             admission,
             self.classify.clone(),
+            call,
         )
     }
 }

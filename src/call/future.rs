@@ -62,7 +62,7 @@ where
         };
         let result = result.map_err(|e| call.annotate(e.into()));
         crate::trace::call_finished(call, &result);
-        call.inner.metrics.finish(&result);
+        call.finish_metrics(&result);
         this.call.take();
         Poll::Ready(result)
     }

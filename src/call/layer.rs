@@ -38,11 +38,6 @@ impl IdentifyLayer {
         self.settings.generate_ids = enabled;
         self
     }
-
-    /// The call timeout this layer sets, if any.
-    pub fn get_timeout(&self) -> Option<Duration> {
-        self.settings.timeout
-    }
 }
 
 impl<S> Layer<S> for IdentifyLayer {

@@ -289,6 +289,11 @@ impl QualityCheckBuilder {
     }
 
     /// Whether calls carry a request id.
+    /// The base URL, validated, without building a client (and its pool).
+    pub(crate) fn base_uri(&self) -> Result<http::Uri, Error> {
+        Ok(config::endpoints(&self.base_url)?.0)
+    }
+
     pub(crate) fn sends_request_ids(&self) -> bool {
         self.request_id_header.is_some()
     }
@@ -567,7 +572,7 @@ impl QualityCheckBuilder {
 
     /// Refuses a header the client sets itself, naming it (never its value).
     fn refuse_reserved(&self, name: &HeaderName, what: &str) -> Result<(), Error> {
-        let why = config::reserved_header(name)
+        let why = crate::headers::reserved_header(name)
             .or_else(|| {
                 (self.bearer_token.is_some() && name == header::AUTHORIZATION)
                     .then_some("bearer_token() sets it")

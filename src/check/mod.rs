@@ -1,5 +1,6 @@
 //! [`QualityCheck`]: one attempt of the quality check, as a tower `Service`.
 
+mod attempt;
 mod builder;
 pub(crate) mod config;
 mod connector;
@@ -17,6 +18,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tower::Service;
 
+pub use self::attempt::AttemptFuture;
 pub use self::builder::QualityCheckBuilder;
 
 use self::config::Config;
@@ -76,30 +78,28 @@ impl QualityCheck {
         QualityCheckBuilder::new(base_url)
     }
 
-    /// Whether calls carry a request id.
-    pub(crate) fn sends_request_ids(&self) -> bool {
-        self.config.request_id_header.is_some()
-    }
-
     /// The coordinator's base URL as configured.
     pub fn base_url(&self) -> &http::Uri {
         &self.config.base
     }
 
-    /// Sends one attempt of `call`.
-    fn send(&self, call: &Call) -> ResponseFuture {
+    /// Sends one attempt of `call`, and says its number (0 when it was
+    /// refused before anything was sent).
+    fn send(&self, call: &Call) -> (ResponseFuture, u32) {
         if let Err(error) = self.refuse_id_header(call.headers()) {
-            return ResponseFuture::failed(error, self.config.clone());
+            // Refused before anything counts as an attempt.
+            return (ResponseFuture::failed(error, self.config.clone()), 0);
         }
         let attempt = call.start_attempt();
         let span = crate::trace::attempt_span(call, attempt, &self.config.check_uri);
-        self.send_attempt(
+        let future = self.send_attempt(
             call.body().clone(),
             call.request_id(),
             call.headers(),
             call.span(),
             span,
-        )
+        );
+        (future, attempt)
     }
 
     /// Sends `req` as the one attempt of a call nobody else shares: its
@@ -109,14 +109,14 @@ impl QualityCheck {
     /// The same checks and the same request as through [`Call::new`].
     fn send_request(&self, mut req: QualityRequest) -> ResponseFuture {
         let options = std::mem::take(req.options_mut());
-        let refused = reserved_call_header(&options.headers)
+        let refused = crate::headers::refuse_reserved(&options.headers)
             .and_then(|()| self.refuse_id_header(&options.headers));
         if let Err(error) = refused {
             return ResponseFuture::failed(error, self.config.clone());
         }
         let request_id = match options.request_id {
             Some(id) => Some(id),
-            None if self.sends_request_ids() => Some(crate::request_id::next()),
+            None if self.config.request_id_header.is_some() => Some(crate::request_id::next()),
             None => None,
         };
         let span = crate::trace::attempt_span_of(
@@ -202,19 +202,6 @@ impl QualityCheck {
     }
 }
 
-/// A per-call header the client owns, refused as [`Call::new`] refuses it.
-fn reserved_call_header(headers: &HeaderMap) -> Result<(), Error> {
-    let reserved = headers
-        .keys()
-        .find_map(|name| config::reserved_header(name).map(|why| (name, why)));
-    match reserved {
-        Some((name, why)) => Err(Error::config(format!(
-            "the per-call header {name} is reserved: {why}"
-        ))),
-        None => Ok(()),
-    }
-}
-
 impl Service<QualityRequest> for QualityCheck {
     type Response = QualityResponse;
     type Error = Error;
@@ -236,16 +223,21 @@ impl Service<QualityRequest> for QualityCheck {
 impl Service<Call> for QualityCheck {
     type Response = QualityResponse;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = AttemptFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
     /// Sends one attempt of `call`: its body, its request id and per-call
-    /// headers, counted in its attempts.
-    fn call(&mut self, call: Call) -> ResponseFuture {
-        self.send(&call)
+    /// headers, counted in its attempts; a call past its deadline is not
+    /// sent (see [`AttemptFuture`]).
+    fn call(&mut self, call: Call) -> AttemptFuture {
+        if call.expired() {
+            return AttemptFuture::expired(call);
+        }
+        let (future, attempt) = self.send(&call);
+        AttemptFuture::new(future, call, attempt)
     }
 }
 

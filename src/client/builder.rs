@@ -1,29 +1,31 @@
 //! The builder of [`QualityClient`], which also hands out the stack's layers.
 
+use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::retry::RetryLayer;
-use tower::util::{BoxCloneSyncService, Either};
-use tower::ServiceBuilder;
+use futures_core::Stream;
 
-use super::replicas::{self, Hedging, DEFAULT_REPLICA_EJECTION};
-use super::{QualityClient, Settings};
+use tokio::sync::Semaphore;
+use tower::discover::Change;
+use tower::retry::RetryLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder};
+
+use super::discovery::{self, Discovered};
+use super::replicas::{self, Hedging, Routed, DEFAULT_REPLICA_EJECTION};
+use super::{AttemptTarget, QualityClient, Settings};
 
 use crate::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::call::{Call, IdentifyLayer};
 use crate::check::{QualityCheck, QualityCheckBuilder};
-use crate::error::Error;
-use crate::limit::AdaptiveLimitConfig;
+use crate::discover::Resolve;
+use crate::error::{BoxError, Error};
+use crate::limit::{AdaptiveLimit, AdaptiveLimitConfig, CallLimitLayer};
 use crate::retry::{RetryBackoff, RetryBudget, RetryPolicy};
-use crate::timeout::{AttemptTimeoutLayer, DeadlineLayer};
+use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer};
 use crate::wire::QualityResponse;
-
-/// Where the client sends an attempt: the one coordinator, or a balanced
-/// and/or hedged set of replicas ([`ClientBuilder::target_service`]).
-pub type AttemptTarget = Either<QualityCheck, BoxCloneSyncService<Call, QualityResponse, Error>>;
 
 /// 10 s: a coordinator runs builds, tests and an AI review, so a verdict
 /// legitimately takes seconds; an attempt slower than this is treated as lost.
@@ -80,10 +82,8 @@ pub struct ClientBuilder {
     pub(super) replica_urls: Vec<String>,
     pub(super) replica_ejection: CircuitBreakerConfig,
     pub(super) hedging: Option<Hedging>,
-    /// Set in `discovery.rs`.
     pub(super) adaptive: Option<AdaptiveLimitConfig>,
-    /// Set in `discovery.rs`.
-    pub(super) discovery: Option<super::discovery::Discovered>,
+    pub(super) discovery: Option<Discovered>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -321,6 +321,146 @@ impl ClientBuilder {
         self
     }
 
+    // ----- many coordinators: adaptive limits and discovery -----
+
+    /// Limits the attempts in flight to each coordinator with an adaptive
+    /// limit (default off): it grows while the coordinator's latency stays
+    /// near its no-load value and shrinks when latency grows or the
+    /// coordinator answers 429, 503 or times out; see
+    /// [`limit`](crate::limit) for the algorithm and
+    /// [`AdaptiveLimitConfig`] for the defaults (start at 20, floor 1,
+    /// ceiling 200, 10% latency tolerance).
+    ///
+    /// With several replicas, each has its own limit, inside the balancer,
+    /// so a replica at its limit is not picked. Calls beyond the limit wait
+    /// on the client side, in `poll_ready`, within their deadline.
+    ///
+    /// The fixed [`concurrency_limit`](Self::concurrency_limit) (default
+    /// 64) still bounds the calls in flight, waits between retries
+    /// included: raise it, or set it to `None`, to let the adaptive limit
+    /// find a capacity above it.
+    ///
+    /// Off by default: a coordinator that runs builds of very different
+    /// lengths has a latency that says little about its load, and the limit
+    /// spends its first 20 calls at concurrency 3 measuring it. Turn it on
+    /// for a fleet of orchestrators sharing coordinators: it is what keeps
+    /// their shares fair and the coordinators' queues short.
+    ///
+    /// ```
+    /// use tower_quality_gate::limit::AdaptiveLimitConfig;
+    /// use tower_quality_gate::QualityClient;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let client = QualityClient::builder("http://127.0.0.1:8000")
+    ///     .adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(500))
+    ///     .concurrency_limit(None)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn adaptive_concurrency(mut self, config: impl Into<Option<AdaptiveLimitConfig>>) -> Self {
+        self.adaptive = config.into();
+        self
+    }
+
+    /// Balances attempts over the replicas the base URL's host resolves to,
+    /// resolving it again every `interval` (`None`: 5 s, as Envoy's
+    /// `STRICT_DNS` clusters, so a replica that joins takes load within
+    /// about 5 s while DNS sees twelve lookups a minute per client; at
+    /// least 10 ms) and soon after a replica fails to connect (at most once every
+    /// 5 s), with `resolver` ([`SystemResolver`](crate::discover::SystemResolver)
+    /// for the system's DNS). See [`discover`](crate::discover).
+    ///
+    /// Each replica connects to its own address but keeps the host name
+    /// for the `Host` header and TLS (SNI and certificate checks). Replicas
+    /// that appear are added to tower's power-of-two-choices balancer, those
+    /// that disappear are removed once their calls in flight are over, and
+    /// those that stay keep their ejection state and adaptive limit. A
+    /// failed or empty resolution changes nothing.
+    ///
+    /// Before the first resolution answers there is no replica, and a call
+    /// waits for one (within its attempt timeout). Once there are replicas
+    /// they fail like [`base_urls`](Self::base_urls): when every one is
+    /// ejected, attempts go to them anyway and fail at once with their own
+    /// error (`Connect` for a refused connection), and the first replica
+    /// back answers the next call. Needs a Tokio runtime at build time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quality_gate::discover::SystemResolver;
+    /// use tower_quality_gate::QualityClient;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let client = QualityClient::builder("http://coordinator.internal:8000")
+    ///     .discover_replicas(SystemResolver, Duration::from_secs(10))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn discover_replicas(
+        mut self,
+        resolver: impl Resolve,
+        interval: impl Into<Option<Duration>>,
+    ) -> Self {
+        self.discovery = Some(discovery::resolver(resolver, interval.into()));
+        self
+    }
+
+    /// Balances attempts over the replicas a stream of base URLs inserts and
+    /// removes (a `tower::discover::Discover` stream of
+    /// `Change<K, String>`), each built with this builder's HTTP options.
+    /// An insert whose URL is invalid and an error of the stream are
+    /// skipped (and logged): the replicas already there keep serving. The
+    /// stream serves one built client.
+    ///
+    /// ```
+    /// use tower_quality_gate::QualityClient;
+    /// use tokio::sync::mpsc;
+    /// use tower::discover::Change;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
+    /// let (tx, rx) = mpsc::unbounded_channel::<Result<Change<u32, String>, std::io::Error>>();
+    /// let stream = futures_like::Receiver(rx);
+    /// let client = QualityClient::builder("http://127.0.0.1:8000")
+    ///     .discover_base_urls(stream)
+    ///     .build()?;
+    /// tx.send(Ok(Change::Insert(1, "http://127.0.0.1:8001".into()))).ok();
+    /// # let _ = client; Ok(()) }
+    /// # mod futures_like {
+    /// #     pub struct Receiver<T>(pub tokio::sync::mpsc::UnboundedReceiver<T>);
+    /// #     impl<T> futures_core::Stream for Receiver<T> {
+    /// #         type Item = T;
+    /// #         fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    /// #             self.0.poll_recv(cx)
+    /// #         }
+    /// #     }
+    /// # }
+    /// ```
+    pub fn discover_base_urls<D, K, E>(mut self, stream: D) -> Self
+    where
+        D: Stream<Item = Result<Change<K, String>, E>> + Send + 'static,
+        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.discovery = Some(discovery::base_urls(stream));
+        self
+    }
+
+    /// Balances attempts over the services a stream inserts and removes (a
+    /// `tower::discover::Discover` stream of `Change<K, S>`), each wrapped
+    /// as a replica is: its attempt timeout, adaptive limit if set,
+    /// ejection and load count. An error of the stream is skipped (and
+    /// logged). The stream serves one built client.
+    pub fn discover_services<D, K, S, E>(mut self, stream: D) -> Self
+    where
+        D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
+        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+        S: Service<Call, Response = QualityResponse, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.discovery = Some(discovery::services(stream));
+        self
+    }
+
     // ----- the layers, for a hand-built stack -----
 
     /// The layer that gives each call its identity ([`IdentifyLayer`]):
@@ -332,20 +472,17 @@ impl ClientBuilder {
             .generate_ids(self.check.sends_request_ids())
     }
 
-    /// tower's concurrency-limit layer over this builder's one semaphore
-    /// (the same for every call of this method, and for the built client).
-    pub fn concurrency_limit_layer(&self) -> GlobalConcurrencyLimitLayer {
-        GlobalConcurrencyLimitLayer::with_semaphore(self.semaphore.clone())
+    /// The concurrency-limit layer ([`CallLimitLayer`]) over this
+    /// builder's one set of slots (the same for every call of this method,
+    /// and for the built client). Below [`identify_layer`](Self::identify_layer):
+    /// a call waits for its slot within its deadline.
+    pub fn concurrency_limit_layer(&self) -> CallLimitLayer {
+        CallLimitLayer::with_semaphore(self.semaphore.clone())
     }
 
     /// The layer that fails a call when its deadline passes ([`DeadlineLayer`]).
     pub fn deadline_layer(&self) -> DeadlineLayer {
         DeadlineLayer::new()
-    }
-
-    /// The configured retry policy.
-    pub fn get_retry_policy(&self) -> RetryPolicy {
-        self.policy.clone()
     }
 
     /// tower's retry layer with the configured [`RetryPolicy`].
@@ -373,28 +510,23 @@ impl ClientBuilder {
     /// replicas (which need a Tokio runtime), each behind its adaptive
     /// limit when one is set.
     pub fn target_service(&self) -> Result<AttemptTarget, Error> {
-        if let Some(h) = &self.hedging {
-            if !(h.percentile > 0.0 && h.percentile < 1.0) {
-                return Err(Error::config(format!(
-                    "hedging percentile {} is outside (0, 1)",
-                    h.percentile
-                )));
-            }
-            if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
-                return Err(Error::config(format!(
-                    "hedging period {:?} is outside 1 ms to 1 day",
-                    h.period
-                )));
-            }
-        }
+        self.validate()?;
         if let Some(target) = self.discovered_target()? {
-            return Ok(Either::Right(target));
+            return Ok(AttemptTarget::routed(target));
         }
         if self.replica_urls.len() <= 1 && self.hedging.is_none() {
-            return match self.adaptive_target()? {
-                Some(target) => Ok(Either::Right(target)),
-                None => Ok(Either::Left(self.check_service()?)),
-            };
+            let check = self.check_service()?;
+            return Ok(match self.adaptive {
+                Some(config) => {
+                    // The limit sees its attempts' timeouts as overload: the
+                    // attempt timeout runs inside it (the client's own still
+                    // bounds the wait).
+                    let timed = AttemptTimeout::new(check.clone(), self.attempt_timeout);
+                    let limited = BoxCloneSyncService::new(AdaptiveLimit::new(timed, config));
+                    AttemptTarget::limited(limited, check)
+                }
+                None => AttemptTarget::one(check),
+            });
         }
         let checks = if self.replica_urls.len() > 1 {
             self.replica_urls
@@ -404,27 +536,20 @@ impl ClientBuilder {
         } else {
             vec![self.check_service()?]
         };
-        Ok(Either::Right(replicas::routed(checks, self.routing())?))
+        Ok(AttemptTarget::routed(replicas::routed(
+            checks,
+            self.routing(),
+        )?))
     }
 
     /// Validates the options and builds the client, from exactly the layers
     /// above.
     pub fn build(self) -> Result<QualityClient, Error> {
-        if self.attempt_timeout.is_zero() || self.total_timeout.is_zero() {
-            return Err(Error::config("timeouts must be longer than zero"));
-        }
-        if self.concurrency_limit == Some(0) {
-            return Err(Error::config(
-                "a concurrency limit of 0 would block every call; use None for no limit",
-            ));
-        }
-        if let Some(adaptive) = &self.adaptive {
-            adaptive.validate()?;
-        }
         let target = self.target_service()?;
-        let check = match &target {
-            Either::Left(check) => check.clone(),
-            Either::Right(_) => self.health_check()?,
+        // Health checks borrow the client's own pool when it has one check.
+        let check = match target.check() {
+            Some(check) => check.clone(),
+            None => discovery::health_check(self.discovery.as_ref(), &self.check)?,
         };
         let breaker = self.circuit_breaker_layer();
         let stack = ServiceBuilder::new()
@@ -436,20 +561,19 @@ impl ClientBuilder {
             .layer(self.attempt_timeout_layer())
             .service(target);
         let settings = Settings {
+            config: self,
             check,
-            policy: self.policy,
-            attempt_timeout: self.attempt_timeout,
-            total_timeout: self.total_timeout,
-            concurrency_limit: self.concurrency_limit,
             breaker,
-            replicas: self
-                .replica_urls
-                .iter()
-                .filter_map(|u| u.parse().ok())
-                .collect(),
-            hedging: self.hedging,
         };
         Ok(QualityClient::from_stack(stack, Arc::new(settings)))
+    }
+
+    /// The discovered replicas behind the balancer, when discovery is set.
+    fn discovered_target(&self) -> Result<Option<Routed>, Error> {
+        let Some(discovered) = &self.discovery else {
+            return Ok(None);
+        };
+        discovery::target(discovered, &self.check, self.routing()).map(Some)
     }
 
     /// How attempts are routed over replicas.
@@ -465,9 +589,169 @@ impl ClientBuilder {
         }
     }
 
+    /// Every setting checked, each refusal naming it: nothing is clamped
+    /// silently, and no value, however absurd, panics later.
+    fn validate(&self) -> Result<(), Error> {
+        let max = Semaphore::MAX_PERMITS;
+        let refuse = |setting: &str, why: String| -> Result<(), Error> {
+            Err(Error::config(format!("{setting}: {why}")))
+        };
+        if self.attempt_timeout.is_zero() {
+            return refuse("attempt_timeout", "must be longer than zero".into());
+        }
+        if self.total_timeout.is_zero() {
+            return refuse("total_timeout", "must be longer than zero".into());
+        }
+        match self.concurrency_limit {
+            Some(0) => {
+                return refuse(
+                    "concurrency_limit",
+                    "0 would block every call; use None for no limit".into(),
+                )
+            }
+            Some(n) if n > max => {
+                return refuse("concurrency_limit", format!("{n} is more than {max}"));
+            }
+            _ => {}
+        }
+        if self.policy.max_attempts() == 0 {
+            return refuse(
+                "attempts",
+                "must be at least 1 (1 turns retries off)".into(),
+            );
+        }
+        for (setting, breaker) in [
+            ("circuit_breaker", self.circuit_breaker),
+            ("replica_ejection", Some(self.replica_ejection)),
+        ] {
+            if breaker.is_some_and(|b| b.failure_threshold == 0) {
+                return refuse(setting, "the failure threshold must be at least 1".into());
+            }
+        }
+        if let Some(h) = &self.hedging {
+            if !(h.percentile > 0.0 && h.percentile < 1.0) {
+                return refuse(
+                    "hedging",
+                    format!("percentile {} is outside (0, 1)", h.percentile),
+                );
+            }
+            if h.period < Duration::from_millis(1) || h.period > Duration::from_secs(86_400) {
+                return refuse(
+                    "hedging",
+                    format!("period {:?} is outside 1 ms to 1 day", h.period),
+                );
+            }
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate()?;
+            let largest = adaptive
+                .max_limit
+                .max(adaptive.initial_limit)
+                .max(adaptive.probe_concurrency);
+            if largest > max {
+                return refuse(
+                    "adaptive_concurrency",
+                    format!("a limit of {largest} is more than {max}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn permits(&self) -> usize {
         self.concurrency_limit
             .unwrap_or(Semaphore::MAX_PERMITS)
             .min(Semaphore::MAX_PERMITS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use crate::breaker::CircuitBreakerConfig;
+    use crate::limit::AdaptiveLimitConfig;
+    use crate::{Hedging, QualityClient};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// No numeric setting, however absurd, makes `build()` panic: it
+        /// builds, or it is a `Config` error naming the setting.
+        #[test]
+        fn build_never_panics(
+            limit in prop_oneof![Just(None), Just(Some(0)), Just(Some(usize::MAX)), any::<usize>().prop_map(Some)],
+            attempts in prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()],
+            attempt_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            total_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            threshold in prop_oneof![Just(0u32), any::<u32>()],
+            percentile in prop_oneof![Just(f32::NAN), Just(0.0f32), Just(1.0f32), any::<f32>()],
+            period_ms in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            adaptive in prop_oneof![Just(usize::MAX), Just(0usize), any::<usize>()],
+            replicas in any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _entered = runtime.enter();
+            let mut b = QualityClient::builder("http://127.0.0.1:1")
+                .concurrency_limit(limit)
+                .attempts(attempts)
+                .attempt_timeout(Duration::from_millis(attempt_ms))
+                .total_timeout(Duration::from_millis(total_ms))
+                .circuit_breaker(CircuitBreakerConfig::default().failure_threshold(threshold))
+                .replica_ejection(CircuitBreakerConfig::default().failure_threshold(threshold))
+                .hedging(Hedging::default().percentile(percentile).period(Duration::from_millis(period_ms)))
+                .adaptive_concurrency(
+                    AdaptiveLimitConfig::default().initial_limit(adaptive).max_limit(adaptive),
+                );
+            if replicas {
+                b = b.base_urls(["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+            }
+            if let Err(e) = b.build() {
+                prop_assert!(e.is_config(), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_settings_are_config_errors_naming_the_setting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let b = || QualityClient::builder("http://127.0.0.1:1");
+        let cases = [
+            (
+                "concurrency_limit",
+                b().concurrency_limit(usize::MAX)
+                    .base_urls(["http://a:1", "http://b:1"]),
+            ),
+            (
+                "concurrency_limit",
+                b().concurrency_limit(usize::MAX)
+                    .hedging(Hedging::default()),
+            ),
+            ("attempts", b().attempts(0)),
+            (
+                "circuit_breaker",
+                b().circuit_breaker(CircuitBreakerConfig::default().failure_threshold(0)),
+            ),
+            (
+                "replica_ejection",
+                b().replica_ejection(CircuitBreakerConfig::default().failure_threshold(0)),
+            ),
+            ("total_timeout", b().total_timeout(Duration::ZERO)),
+            (
+                "adaptive_concurrency",
+                b().adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(usize::MAX)),
+            ),
+        ];
+        for (setting, builder) in cases {
+            let err = builder.build().unwrap_err();
+            assert!(err.is_config(), "{setting}: {err:?}");
+            assert!(err.to_string().contains(setting), "{setting}: {err}");
+        }
     }
 }

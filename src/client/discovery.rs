@@ -1,6 +1,6 @@
-//! The builder's options for many coordinators: an adaptive concurrency
-//! limit per coordinator, and replicas found by a resolver or a discovery
-//! stream.
+//! Replicas found at run time, by a resolver or a discovery stream: the
+//! machinery behind the builder's `discover_*` options (which live with
+//! the rest of the builder, in `builder.rs`).
 
 use std::fmt;
 use std::hash::Hash;
@@ -15,15 +15,12 @@ use tower::discover::Change;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
-use super::builder::ClientBuilder;
-use super::replicas::{self, Replica, Routed};
+use super::replicas::{self, Replica, Routed, Routing};
 
 use crate::call::Call;
 use crate::check::QualityCheckBuilder;
 use crate::discover::{Discovery, Resolve, ResolveNow};
 use crate::error::{BoxError, Error};
-use crate::limit::{AdaptiveLimit, AdaptiveLimitConfig};
-use crate::timeout::AttemptTimeout;
 use crate::wire::QualityResponse;
 
 /// The default time between resolutions; see `discover_replicas`: 5 s, as
@@ -57,287 +54,163 @@ impl fmt::Debug for Discovered {
     }
 }
 
-impl ClientBuilder {
-    /// Limits the attempts in flight to each coordinator with an adaptive
-    /// limit (default off): it grows while the coordinator's latency stays
-    /// near its no-load value and shrinks when latency grows or the
-    /// coordinator answers 429, 503 or times out; see
-    /// [`limit`](crate::limit) for the algorithm and
-    /// [`AdaptiveLimitConfig`] for the defaults (start at 20, floor 1,
-    /// ceiling 200, 10% latency tolerance).
-    ///
-    /// With several replicas, each has its own limit, inside the balancer,
-    /// so a replica at its limit is not picked. Calls beyond the limit wait
-    /// on the client side, in `poll_ready`, within their deadline.
-    ///
-    /// The fixed [`concurrency_limit`](Self::concurrency_limit) (default
-    /// 64) still bounds the calls in flight, waits between retries
-    /// included: raise it, or set it to `None`, to let the adaptive limit
-    /// find a capacity above it.
-    ///
-    /// Off by default: a coordinator that runs builds of very different
-    /// lengths has a latency that says little about its load, and the limit
-    /// spends its first 20 calls at concurrency 3 measuring it. Turn it on
-    /// for a fleet of orchestrators sharing coordinators: it is what keeps
-    /// their shares fair and the coordinators' queues short.
-    ///
-    /// ```
-    /// use tower_quality_gate::limit::AdaptiveLimitConfig;
-    /// use tower_quality_gate::QualityClient;
-    ///
-    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
-    /// let client = QualityClient::builder("http://127.0.0.1:8000")
-    ///     .adaptive_concurrency(AdaptiveLimitConfig::default().max_limit(500))
-    ///     .concurrency_limit(None)
-    ///     .build()?;
-    /// # let _ = client; Ok(()) }
-    /// ```
-    pub fn adaptive_concurrency(mut self, config: impl Into<Option<AdaptiveLimitConfig>>) -> Self {
-        self.adaptive = config.into();
-        self
+/// Replicas the base URL's host resolves to, resolved every `interval`.
+pub(super) fn resolver(resolver: impl Resolve, interval: Option<Duration>) -> Discovered {
+    Discovered::Resolver {
+        resolver: Arc::new(resolver),
+        interval: interval.unwrap_or(DEFAULT_RESOLVE_INTERVAL),
     }
+}
 
-    /// Balances attempts over the replicas the base URL's host resolves to,
-    /// resolving it again every `interval` (`None`: 5 s, as Envoy's
-    /// `STRICT_DNS` clusters, so a replica that joins takes load within
-    /// about 5 s while DNS sees twelve lookups a minute per client; at
-    /// least 10 ms) and soon after a replica fails to connect (at most once every
-    /// 5 s), with `resolver` ([`SystemResolver`](crate::discover::SystemResolver)
-    /// for the system's DNS). See [`discover`](crate::discover).
-    ///
-    /// Each replica connects to its own address but keeps the host name
-    /// for the `Host` header and TLS (SNI and certificate checks). Replicas
-    /// that appear are added to tower's power-of-two-choices balancer, those
-    /// that disappear are removed once their calls in flight are over, and
-    /// those that stay keep their ejection state and adaptive limit. A
-    /// failed or empty resolution changes nothing.
-    ///
-    /// Before the first resolution answers there is no replica, and a call
-    /// waits for one (within its attempt timeout). Once there are replicas
-    /// they fail like [`base_urls`](Self::base_urls): when every one is
-    /// ejected, attempts go to them anyway and fail at once with their own
-    /// error (`Connect` for a refused connection), and the first replica
-    /// back answers the next call. Needs a Tokio runtime at build time.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_quality_gate::discover::SystemResolver;
-    /// use tower_quality_gate::QualityClient;
-    ///
-    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
-    /// let client = QualityClient::builder("http://coordinator.internal:8000")
-    ///     .discover_replicas(SystemResolver, Duration::from_secs(10))
-    ///     .build()?;
-    /// # let _ = client; Ok(()) }
-    /// ```
-    pub fn discover_replicas(
-        mut self,
-        resolver: impl Resolve,
-        interval: impl Into<Option<Duration>>,
-    ) -> Self {
-        self.discovery = Some(Discovered::Resolver {
-            resolver: Arc::new(resolver),
-            interval: interval.into().unwrap_or(DEFAULT_RESOLVE_INTERVAL),
-        });
-        self
-    }
-
-    /// Balances attempts over the replicas a stream of base URLs inserts and
-    /// removes (a `tower::discover::Discover` stream of
-    /// `Change<K, String>`), each built with this builder's HTTP options.
-    /// An insert whose URL is invalid and an error of the stream are
-    /// skipped (and logged): the replicas already there keep serving. The
-    /// stream serves one built client.
-    ///
-    /// ```
-    /// use tower_quality_gate::QualityClient;
-    /// use tokio::sync::mpsc;
-    /// use tower::discover::Change;
-    ///
-    /// # #[tokio::main] async fn main() -> Result<(), tower_quality_gate::Error> {
-    /// let (tx, rx) = mpsc::unbounded_channel::<Result<Change<u32, String>, std::io::Error>>();
-    /// let stream = futures_like::Receiver(rx);
-    /// let client = QualityClient::builder("http://127.0.0.1:8000")
-    ///     .discover_base_urls(stream)
-    ///     .build()?;
-    /// tx.send(Ok(Change::Insert(1, "http://127.0.0.1:8001".into()))).ok();
-    /// # let _ = client; Ok(()) }
-    /// # mod futures_like {
-    /// #     pub struct Receiver<T>(pub tokio::sync::mpsc::UnboundedReceiver<T>);
-    /// #     impl<T> futures_core::Stream for Receiver<T> {
-    /// #         type Item = T;
-    /// #         fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
-    /// #             self.0.poll_recv(cx)
-    /// #         }
-    /// #     }
-    /// # }
-    /// ```
-    pub fn discover_base_urls<D, K, E>(self, stream: D) -> Self
-    where
-        D: Stream<Item = Result<Change<K, String>, E>> + Send + 'static,
-        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
-        E: Into<BoxError>,
-    {
-        self.discover_with(stream, |template, key, url| {
-            match template.clone().base_url(url).build() {
-                Ok(check) => Some(BoxCloneSyncService::new(check)),
-                Err(error) => {
-                    tracing::warn!(replica = ?key, %error, "skipping a discovered replica");
-                    None
-                }
+/// Replicas from a stream of base URLs, each built from the template.
+pub(super) fn base_urls<D, K, E>(stream: D) -> Discovered
+where
+    D: Stream<Item = Result<Change<K, String>, E>> + Send + 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+    E: Into<BoxError>,
+{
+    from_stream(stream, |template, key, url| {
+        match template.clone().base_url(url).build() {
+            Ok(check) => Some(BoxCloneSyncService::new(check)),
+            Err(error) => {
+                tracing::warn!(replica = ?key, %error, "skipping a discovered replica");
+                None
             }
-        })
-    }
+        }
+    })
+}
 
-    /// Balances attempts over the services a stream inserts and removes (a
-    /// `tower::discover::Discover` stream of `Change<K, S>`), each wrapped
-    /// as a replica is: its attempt timeout, adaptive limit if set,
-    /// ejection and load count. An error of the stream is skipped (and
-    /// logged). The stream serves one built client.
-    pub fn discover_services<D, K, S, E>(self, stream: D) -> Self
-    where
-        D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
-        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
-        S: Service<Call, Response = QualityResponse, Error = Error> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        E: Into<BoxError>,
-    {
-        self.discover_with(stream, |_, _, service| {
-            Some(BoxCloneSyncService::new(service))
-        })
-    }
+/// Replicas from a stream of services.
+pub(super) fn services<D, K, S, E>(stream: D) -> Discovered
+where
+    D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+    S: Service<Call, Response = QualityResponse, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    E: Into<BoxError>,
+{
+    from_stream(stream, |_, _, service| {
+        Some(BoxCloneSyncService::new(service))
+    })
+}
 
-    fn discover_with<D, K, V, E, F>(mut self, stream: D, make: F) -> Self
-    where
-        D: Stream<Item = Result<Change<K, V>, E>> + Send + 'static,
-        K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
-        E: Into<BoxError>,
-        F: Fn(&QualityCheckBuilder, &K, V) -> Option<Routed> + Send + 'static,
-    {
-        let target: MakeTarget = Box::new(move |template, replica, queue| {
+fn from_stream<D, K, V, E, F>(stream: D, make: F) -> Discovered
+where
+    D: Stream<Item = Result<Change<K, V>, E>> + Send + 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + 'static,
+    E: Into<BoxError>,
+    F: Fn(&QualityCheckBuilder, &K, V) -> Option<Routed> + Send + 'static,
+{
+    let target: MakeTarget = Box::new(move |template, replica, queue| {
+        let template = template.clone();
+        let mapped = MapChanges {
+            stream: Box::pin(stream),
+            make: move |key: &K, value: V| {
+                let inner = make(&template, key, value)?;
+                Some((format!("{key:?}"), inner))
+            },
+            done: false,
+        };
+        replicas::balanced_discover(mapped, replica, queue)
+    });
+    Discovered::Stream(Arc::new(Mutex::new(Some(target))))
+}
+
+/// The discovered replicas behind the balancer, each made from `template`.
+pub(super) fn target(
+    discovered: &Discovered,
+    template: &QualityCheckBuilder,
+    routing: Routing,
+) -> Result<Routed, Error> {
+    let target = match discovered {
+        Discovered::Resolver { resolver, interval } => {
+            let name = resolved_name(template)?;
             let template = template.clone();
-            let mapped = MapChanges {
-                stream: Box::pin(stream),
-                make: move |key: &K, value: V| {
-                    let inner = make(&template, key, value)?;
-                    Some((format!("{key:?}"), inner))
-                },
-                done: false,
+            let resolver = resolver.clone();
+            replicas::routed_by(routing, |replica, queue| {
+                let discovery = Discovery::new(
+                    move |name: &str| resolver.resolve(name),
+                    name.clone(),
+                    *interval,
+                    move |addr: SocketAddr, now: &ResolveNow| {
+                        let label = crate::metrics::replica_label(&name, addr);
+                        let check = match template.clone().pin_addresses(vec![addr]).build() {
+                            Ok(check) => check,
+                            Err(error) => {
+                                tracing::warn!(replica = %label, %error, "skipping a replica");
+                                return None;
+                            }
+                        };
+                        let now = now.clone();
+                        let reporting = ServiceExt::<Call>::map_err(check, move |error: Error| {
+                            if error.is_connect() {
+                                now.request();
+                            }
+                            error
+                        });
+                        Some((label, BoxCloneSyncService::new(reporting)))
+                    },
+                );
+                Ok(replicas::balanced_discover(discovery, replica, queue))
+            })?
+        }
+        Discovered::Stream(slot) => {
+            let make = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(make) = make else {
+                return Err(Error::config(
+                    "a discovery stream serves one client, and it was used by another",
+                ));
             };
-            replicas::balanced_discover(mapped, replica, queue)
-        });
-        self.discovery = Some(Discovered::Stream(Arc::new(Mutex::new(Some(target)))));
-        self
-    }
-
-    /// The one coordinator behind its adaptive limit, when one is set.
-    pub(super) fn adaptive_target(&self) -> Result<Option<Routed>, Error> {
-        let Some(config) = self.adaptive else {
-            return Ok(None);
-        };
-        // The limit sees its attempts' timeouts as overload: the attempt
-        // timeout runs inside it (the client's own still bounds the wait).
-        let timed = AttemptTimeout::new(self.check_service()?, self.attempt_timeout);
-        Ok(Some(BoxCloneSyncService::new(AdaptiveLimit::new(
-            timed, config,
-        ))))
-    }
-
-    /// The discovered replicas behind the balancer, when discovery is set.
-    pub(super) fn discovered_target(&self) -> Result<Option<Routed>, Error> {
-        let Some(discovered) = &self.discovery else {
-            return Ok(None);
-        };
-        let routing = self.routing();
-        let target = match discovered {
-            Discovered::Resolver { resolver, interval } => {
-                let name = self.resolved_name()?;
-                let template = self.check.clone();
-                let resolver = resolver.clone();
-                replicas::routed_by(routing, |replica, queue| {
-                    let discovery = Discovery::new(
-                        move |name: &str| resolver.resolve(name),
-                        name.clone(),
-                        *interval,
-                        move |addr: SocketAddr, now: &ResolveNow| {
-                            let label = crate::metrics::replica_label(&name, addr);
-                            let check = match template.clone().pin_addresses(vec![addr]).build() {
-                                Ok(check) => check,
-                                Err(error) => {
-                                    tracing::warn!(replica = %label, %error, "skipping a replica");
-                                    return None;
-                                }
-                            };
-                            let now = now.clone();
-                            let reporting =
-                                ServiceExt::<Call>::map_err(check, move |error: Error| {
-                                    if error.is_connect() {
-                                        now.request();
-                                    }
-                                    error
-                                });
-                            Some((label, BoxCloneSyncService::new(reporting)))
-                        },
-                    );
-                    Ok(replicas::balanced_discover(discovery, replica, queue))
-                })?
-            }
-            Discovered::Stream(slot) => {
-                let make = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let Some(make) = make else {
-                    return Err(Error::config(
-                        "a discovery stream serves one client, and it was used by another",
-                    ));
-                };
-                let template = self.check.clone();
-                replicas::routed_by(routing, |replica, queue| {
-                    Ok(make(&template, replica, queue))
-                })?
-            }
-        };
-        Ok(Some(target))
-    }
-
-    /// The service `health()` asks: under `discover_replicas`, one that
-    /// connects where the discovery's resolver points (its first replica
-    /// that accepts a connection), not to the base URL's host resolved by
-    /// the system.
-    pub(super) fn health_check(&self) -> Result<crate::QualityCheck, Error> {
-        match &self.discovery {
-            Some(Discovered::Resolver { resolver, .. }) => self
-                .check
-                .clone()
-                .resolve_with(resolver.clone(), self.resolved_name()?)
-                .build(),
-            _ => self.check_service(),
+            let template = template.clone();
+            replicas::routed_by(routing, |replica, queue| {
+                Ok(make(&template, replica, queue))
+            })?
         }
-    }
+    };
+    Ok(target)
+}
 
-    /// `host:port` of the base URL, for the resolver.
-    fn resolved_name(&self) -> Result<String, Error> {
-        let check = self.check_service()?;
-        let url = check.base_url();
-        let Some(host) = url.host() else {
-            return Err(Error::config("the base URL has no host to resolve"));
-        };
-        // hyper connects to an address literal without asking the resolver,
-        // so every replica would be that one address.
-        if host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok()
-        {
-            return Err(Error::config(
-                "discovering replicas needs a host name in the base URL, not an IP address",
-            ));
-        }
-        let port = url.port_u16().unwrap_or(match url.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
-        Ok(format!("{host}:{port}"))
+/// The service `health()` asks when the client has no single check to
+/// borrow: under `discover_replicas`, one that connects where the
+/// discovery's resolver points (its first replica that accepts a
+/// connection), not to the base URL's host resolved by the system.
+pub(super) fn health_check(
+    discovered: Option<&Discovered>,
+    template: &QualityCheckBuilder,
+) -> Result<crate::QualityCheck, Error> {
+    match discovered {
+        Some(Discovered::Resolver { resolver, .. }) => template
+            .clone()
+            .resolve_with(resolver.clone(), resolved_name(template)?)
+            .build(),
+        _ => template.clone().build(),
     }
+}
+
+/// `host:port` of the base URL, for the resolver.
+fn resolved_name(template: &QualityCheckBuilder) -> Result<String, Error> {
+    // Parsed, not built: a client here would be a pool thrown away.
+    let url = template.base_uri()?;
+    let Some(host) = url.host() else {
+        return Err(Error::config("the base URL has no host to resolve"));
+    };
+    // hyper connects to an address literal without asking the resolver,
+    // so every replica would be that one address.
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        return Err(Error::config(
+            "discovering replicas needs a host name in the base URL, not an IP address",
+        ));
+    }
+    let port = url.port_u16().unwrap_or(match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Ok(format!("{host}:{port}"))
 }
 
 /// A discovery stream whose inserted values are made into replicas; an

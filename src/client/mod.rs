@@ -5,25 +5,26 @@ mod builder;
 mod discovery;
 pub mod future;
 mod replicas;
+mod target;
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
-use tower::limit::ConcurrencyLimit;
 use tower::retry::Retry;
 use tower::util::Either;
 use tower::{Service, ServiceExt};
 
-pub use self::builder::{AttemptTarget, ClientBuilder};
+pub use self::builder::ClientBuilder;
 pub use self::replicas::Hedging;
+pub use self::target::{AttemptTarget, AttemptTargetFuture};
 
 use self::future::ResponseFuture;
 use crate::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use crate::call::Identify;
 use crate::check::QualityCheck;
-use crate::error::{Error, TimeoutKind};
+use crate::error::Error;
+use crate::limit::CallLimit;
 use crate::retry::RetryPolicy;
 use crate::timeout::{AttemptTimeout, Deadline};
 use crate::verdict::Verdict;
@@ -32,7 +33,7 @@ use crate::wire::{QualityRequest, QualityResponse};
 /// One attempt, bounded by its timeout, behind the breaker when there is one.
 type Attempt = Either<CircuitBreaker<AttemptTimeout<AttemptTarget>>, AttemptTimeout<AttemptTarget>>;
 /// The whole stack, exactly as [`ClientBuilder`] hands out its layers.
-pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, Attempt>>>>;
+pub(crate) type Stack = Identify<CallLimit<Deadline<Retry<RetryPolicy, Attempt>>>>;
 
 /// The quality check as an orchestrator should make it: retried, bounded in
 /// time, limited in concurrency. A `tower::Service` itself, `Clone + Send +
@@ -45,7 +46,7 @@ pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, At
 ///    one) shared by every attempt, its body encoded once, its deadline (the
 ///    caller's, or 30 s by default) and its span;
 /// 2. waits for one of the `concurrency_limit` slots (default 64) shared by
-///    all clones — in `poll_ready`, as tower's backpressure;
+///    all clones ([`CallLimit`]), within its deadline;
 /// 3. runs until its deadline at most ([`Deadline`]), waits included;
 /// 4. is retried by [`RetryPolicy`] (default 3 attempts, 100 ms ×2 ≤ 2 s
 ///    full-jitter backoff, `Retry-After` ≤ 10 s, a 20%-of-calls budget),
@@ -59,8 +60,9 @@ pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, At
 /// [`ClientBuilder`] hands out each of these layers; the client is made of
 /// exactly them.
 ///
-/// [`check`](QualityClient::check) does all of it in one `await`, with the
-/// deadline also covering the wait for a slot.
+/// [`check`](QualityClient::check) does all of it in one `await`; called as
+/// a plain `tower::Service`, the client does exactly the same, the deadline
+/// covering the wait for a slot either way.
 ///
 /// ```no_run
 /// use tower_quality_gate::{QualityClient, QualityRequest};
@@ -78,9 +80,8 @@ pub(crate) type Stack = Identify<ConcurrencyLimit<Deadline<Retry<RetryPolicy, At
 pub struct QualityClient {
     inner: Stack,
     settings: Arc<Settings>,
-    /// Whether `poll_ready` has reserved a slot for the next `call`.
+    /// Whether `poll_ready` has made the stack ready for the next `call`.
     ready: bool,
-    waiting: crate::metrics::Waiting,
 }
 
 // ===== impl QualityClient =====
@@ -114,54 +115,12 @@ impl QualityClient {
     /// [`timeout`](QualityRequest::timeout), or the client's total timeout,
     /// whichever ends first) also covers the wait for a slot.
     pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
-        let result = self.check_unnamed(req).await;
+        let result = self.clone().oneshot(req).await;
         // With one coordinator, every error is for it (an attempt's error
-        // already names it; a timeout or a slot wait does not yet).
-        match &self.settings.replicas[..] {
+        // already names it; a call's timeout or a slot wait does not yet).
+        match &self.settings.config.replica_urls[..] {
             [] | [_] => result.map_err(|e| e.for_coordinator(self.settings.check.base_url())),
             _ => result,
-        }
-    }
-
-    async fn check_unnamed(&self, mut req: QualityRequest) -> Result<QualityResponse, Error> {
-        let mut svc = self.clone();
-        // A free slot, the common case: the call's deadline is set when the
-        // stack takes it, and no timer is needed for the wait.
-        let free = std::future::poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await;
-        match free {
-            Poll::Ready(Ok(())) => return svc.call(req).await,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => {}
-        }
-        // Waiting for a slot counts against the deadline: fix it now.
-        let deadline = req.options().effective_deadline(
-            tokio::time::Instant::now(),
-            Some(self.settings.total_timeout),
-        );
-        let Some(deadline) = deadline else {
-            return svc.oneshot(req).await;
-        };
-        req.options_mut().deadline = Some(deadline);
-        // The id is fixed before the wait too, so a call that never gets a
-        // slot still names itself in its error and the log.
-        if req.options().request_id.is_none() && self.settings.check.sends_request_ids() {
-            req.options_mut().request_id = Some(crate::request_id::next());
-        }
-        let id = req.options().request_id.clone();
-        match tokio::time::timeout_at(deadline, svc.oneshot(req)).await {
-            Ok(result) => result,
-            Err(_) => {
-                let error = Error::timeout(TimeoutKind::Total);
-                let error = match id {
-                    Some(id) => error.with_request_id(id),
-                    None => error,
-                };
-                tracing::debug!(
-                    request_id = error.request_id().unwrap_or(""),
-                    "quality check passed its deadline waiting for a concurrency slot"
-                );
-                Err(crate::metrics::waited_out(error))
-            }
         }
     }
 
@@ -176,14 +135,13 @@ impl QualityClient {
             inner,
             settings,
             ready: false,
-            waiting: Default::default(),
         }
     }
 }
 
 impl Clone for QualityClient {
     fn clone(&self) -> Self {
-        // A clone starts without a reserved slot, as tower's ConcurrencyLimit does.
+        // A clone starts not ready, as tower's services do.
         QualityClient::from_stack(self.inner.clone(), self.settings.clone())
     }
 }
@@ -194,9 +152,7 @@ impl Service<QualityRequest> for QualityClient {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let ready = self.inner.poll_ready(cx);
-        self.waiting.set(ready.is_pending());
-        ready!(ready)?;
+        ready!(self.inner.poll_ready(cx))?;
         self.ready = true;
         Poll::Ready(Ok(()))
     }
@@ -208,37 +164,27 @@ impl Service<QualityRequest> for QualityClient {
         if !std::mem::take(&mut self.ready) {
             return ResponseFuture::failed(Error::not_ready());
         }
-        self.inner.call(req)
+        ResponseFuture::new(self.inner.call(req))
     }
 }
 
 impl fmt::Debug for QualityClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &*self.settings;
+        // The builder's one `Debug`: every setting, no secret.
         f.debug_struct("QualityClient")
-            .field("check", &s.check)
-            .field("policy", &s.policy)
-            .field("attempt_timeout", &s.attempt_timeout)
-            .field("total_timeout", &s.total_timeout)
-            .field("concurrency_limit", &s.concurrency_limit)
-            .field("circuit_breaker", &s.breaker)
-            .field("replicas", &s.replicas)
-            .field("hedging", &s.hedging)
+            .field("config", &self.settings.config)
+            .field("circuit_state", &self.circuit_state())
             .finish()
     }
 }
 
-/// What a client was built with, for `Debug` and the deadline of `check`.
-#[derive(Debug)]
+/// What a client keeps of its builder: the settings it was built with (for
+/// `Debug`), its check (for health probes, sharing the attempts' pool when
+/// there is one coordinator) and its breaker (for its state).
 pub(crate) struct Settings {
+    pub(crate) config: ClientBuilder,
     pub(crate) check: QualityCheck,
-    pub(crate) policy: RetryPolicy,
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) total_timeout: Duration,
-    pub(crate) concurrency_limit: Option<usize>,
     pub(crate) breaker: Option<CircuitBreakerLayer>,
-    pub(crate) replicas: Vec<http::Uri>,
-    pub(crate) hedging: Option<Hedging>,
 }
 
 impl QualityClient {

@@ -72,7 +72,7 @@ pub(crate) struct Routing {
 ///
 /// The coordinator never sees more than the client promises: a copy is sent
 /// only if a slot of the client's concurrency limit is free (it holds it
-/// until the call ends), and only while the call has attempts left (a copy
+/// while the copy runs), and only while the call has attempts left (a copy
 /// counts as one of its attempts, in [`Error::attempts`]).
 ///
 /// ```
@@ -132,7 +132,7 @@ struct HedgePolicy {
 
 impl tower::hedge::Policy<Call> for HedgePolicy {
     fn clone_request(&self, call: &Call) -> Option<Call> {
-        Some(call.clone())
+        Some(call.hedge_copy())
     }
 
     fn can_retry(&self, call: &Call) -> bool {

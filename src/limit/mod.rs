@@ -104,6 +104,7 @@
 //! # Ok(()) }
 //! ```
 
+mod call_limit;
 pub mod future;
 mod gradient;
 mod layer;
@@ -118,13 +119,14 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
+pub use self::call_limit::{CallLimit, CallLimitFuture, CallLimitLayer};
 use self::future::ResponseFuture;
 pub use self::gradient::AdaptiveLimitConfig;
 pub use self::layer::AdaptiveLimitLayer;
 
 use self::gradient::Gradient;
 use crate::classify::ClassifyFailure;
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Boxed, Error};
 
 /// The default overload classifier: an error is overload when it is a
 /// timeout or a status 429 (Too Many Requests) or 503 (Service
@@ -157,9 +159,10 @@ impl ClassifyFailure<Error> for Overload {
 
 impl ClassifyFailure<BoxError> for Overload {
     fn is_failure(&self, error: &BoxError) -> bool {
-        match error.downcast_ref::<Error>() {
-            Some(error) => self.is_failure(error),
-            None => error.is::<tower::timeout::error::Elapsed>(),
+        match Boxed::of(error) {
+            Boxed::Error(error) => self.is_failure(error),
+            Boxed::Elapsed => true,
+            Boxed::Other => false,
         }
     }
 }

@@ -67,7 +67,8 @@ pub use self::backoff::{Jitter, JitteredBackoff, RetryBackoff};
 pub use self::budget::RetryBudget;
 
 use crate::call::Call;
-use crate::error::{BoxError, Error, TimeoutKind};
+use crate::classify::{ClassifyFailure, RetryableFailures};
+use crate::error::{BoxError, Boxed, Error, TimeoutKind};
 
 /// The default number of attempts, the first included: 3, as the original
 /// coordinator client made.
@@ -79,8 +80,9 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The retry policy of the default stack, for [`tower::retry::Retry`] over
 /// [`Call`]s.
 ///
-/// It retries only what [`Error::is_retryable`] calls safe (connect and
-/// transport failures, timeouts, 408, 429, 5xx), never a 4xx, an invalid or
+/// It retries only what its classifier ([`classify`](Self::classify),
+/// default [`Error::is_retryable`]) calls safe (connect and transport
+/// failures, attempt timeouts, 408, 429, 5xx), never a 4xx, an invalid or
 /// oversized response, or a verdict (`approved: false` is an answer, not a
 /// failure). Between attempts it waits as its [`RetryBackoff`] says, or at
 /// least as long as the coordinator's `Retry-After` asks, plus a random
@@ -129,6 +131,9 @@ pub struct RetryPolicy {
     /// Whether this call already resent a request the coordinator provably
     /// never processed.
     resent_unprocessed: bool,
+    /// What may be retried; `None` for [`RetryableFailures`] (no reference
+    /// count to bump per call on the default path).
+    classify: Option<Arc<dyn ClassifyFailure<Error> + Send + Sync>>,
 }
 
 /// What the policy needs to know of a failed attempt.
@@ -141,35 +146,13 @@ struct Failure {
 }
 
 impl Failure {
-    fn of(err: &Error) -> Failure {
+    fn of(err: &Error, retryable: bool) -> Failure {
         Failure {
-            retryable: err.is_retryable(),
+            retryable,
             retry_after: err.retry_after_at(SystemTime::now()),
             kind: err.kind().as_str(),
             status: err.status(),
             unprocessed: err.is_unprocessed(),
-        }
-    }
-
-    fn of_boxed(err: &BoxError) -> Failure {
-        if let Some(err) = err.downcast_ref::<Error>() {
-            Failure::of(err)
-        } else if err.is::<tower::timeout::error::Elapsed>() {
-            Failure {
-                retryable: true,
-                retry_after: None,
-                kind: "timeout",
-                status: None,
-                unprocessed: false,
-            }
-        } else {
-            Failure {
-                retryable: false,
-                retry_after: None,
-                kind: "other",
-                status: None,
-                unprocessed: false,
-            }
         }
     }
 }
@@ -188,13 +171,70 @@ impl RetryPolicy {
             budget: None,
             decided: 0,
             resent_unprocessed: false,
+            classify: None,
+        }
+    }
+
+    /// Retries only the failures `classify` calls retryable (default
+    /// [`RetryableFailures`]: [`Error::is_retryable`]), keeping everything
+    /// else the policy does: attempts, backoff, `Retry-After`, the deadline
+    /// and the budget. A new rule is a classifier, not a new policy.
+    ///
+    /// ```
+    /// use tower_quality_gate::retry::RetryPolicy;
+    /// use tower_quality_gate::Error;
+    ///
+    /// // Retry what is retryable, except a 500: that coordinator is broken.
+    /// let policy = RetryPolicy::new().classify(|e: &Error| {
+    ///     e.is_retryable() && e.status().map(|s| s.as_u16()) != Some(500)
+    /// });
+    /// # let _ = policy;
+    /// ```
+    ///
+    /// Whatever it says, a call past its deadline is never retried, nor is an
+    /// error from another tower layer that the crate cannot read.
+    pub fn classify(
+        mut self,
+        classify: impl ClassifyFailure<Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.classify = Some(Arc::new(classify));
+        self
+    }
+
+    /// Whether `error` may be retried.
+    fn retryable(&self, error: &Error) -> bool {
+        let yes = match &self.classify {
+            None => RetryableFailures.is_failure(error),
+            Some(classify) => classify.is_failure(error),
+        };
+        yes && !error.is_total_timeout()
+    }
+
+    fn failure(&self, error: &Error) -> Failure {
+        Failure::of(error, self.retryable(error))
+    }
+
+    fn failure_boxed(&self, error: &BoxError) -> Failure {
+        match Boxed::of(error) {
+            Boxed::Error(error) => self.failure(error),
+            // tower's Timeout fired: judged as a timeout of unknown kind.
+            Boxed::Elapsed => self.failure(&Error::timeout(TimeoutKind::Unknown)),
+            Boxed::Other => Failure {
+                retryable: false,
+                retry_after: None,
+                kind: "other",
+                status: None,
+                unprocessed: false,
+            },
         }
     }
 
     /// The most attempts per call, the first included (default 3). `1`
-    /// disables retries; `0` is treated as `1`.
+    /// disables retries; so does `0`, which
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) refuses as a
+    /// configuration error.
     pub fn attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.max_attempts = attempts;
         self
     }
 
@@ -316,6 +356,7 @@ impl fmt::Debug for RetryPolicy {
             .field("backoff", &self.backoff)
             .field("max_retry_after", &self.max_retry_after)
             .field("budget", &self.budget)
+            .field("custom_classifier", &self.classify.is_some())
             .finish()
     }
 }
@@ -324,14 +365,8 @@ impl<Res> Policy<Call, Res, Error> for RetryPolicy {
     type Future = Sleep;
 
     fn retry(&mut self, call: &mut Call, result: &mut Result<Res, Error>) -> Option<Sleep> {
-        let outcome = result.as_ref().map(|_| ()).map_err(Failure::of);
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| self.failure(e));
         let delay = self.decide(call, outcome)?;
-        // tower drops the result of an attempt it retries: keep it as the
-        // cause of a deadline that may pass in the wait.
-        if let Err(error) = result {
-            let kept = std::mem::replace(error, Error::timeout(TimeoutKind::Unknown));
-            call.keep_error(kept);
-        }
         Some(tokio::time::sleep(delay))
     }
 
@@ -344,12 +379,11 @@ impl<Res> Policy<Call, Res, BoxError> for RetryPolicy {
     type Future = Sleep;
 
     fn retry(&mut self, call: &mut Call, result: &mut Result<Res, BoxError>) -> Option<Sleep> {
-        let outcome = result.as_ref().map(|_| ()).map_err(Failure::of_boxed);
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| self.failure_boxed(e));
         let delay = self.decide(call, outcome)?;
-        if let Err(error) = result {
-            let kept = std::mem::replace(error, Box::new(Error::timeout(TimeoutKind::Unknown)));
-            call.keep_error(Error::from(kept));
-        }
         Some(tokio::time::sleep(delay))
     }
 

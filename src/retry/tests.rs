@@ -226,7 +226,9 @@ async fn attempt_count_resets_per_request() {
 async fn one_attempt_never_retries() {
     let mut policy = deterministic().attempts(1);
     assert!(waits(&mut policy, errors(3, 503)).is_empty());
-    assert_eq!(RetryPolicy::new().attempts(0).max_attempts(), 1);
+    // 0 sends one attempt too (the builder refuses it as a setting).
+    let mut zero = deterministic().attempts(0);
+    assert!(waits(&mut zero, errors(3, 503)).is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -243,14 +245,19 @@ async fn a_call_deposits_in_the_budget_once_whatever_its_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retried_error_is_kept_as_the_calls_last_error() {
-    let mut policy = deterministic();
+async fn a_classifier_decides_what_is_retried_and_the_rest_stays() {
+    // Not a 500, everything else as usual: attempts, backoff, deadline.
+    let mut policy = deterministic().classify(|e: &Error| {
+        e.is_retryable() && e.status() != Some(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    assert!(waits(&mut policy, errors(3, 500)).is_empty());
+    assert_eq!(waits(&mut policy, errors(3, 503)).len(), 2);
+    // A total timeout is final whatever the classifier says.
+    let mut always = deterministic().classify(|_: &Error| true);
     let mut req = call();
     req.start_attempt();
-    let mut result: Result<(), Error> = Err(status(503, None));
-    assert!(policy.retry(&mut req, &mut result).is_some());
-    let kept = req.take_error().unwrap();
-    assert_eq!(kept.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    let mut result: Result<(), Error> = Err(Error::timeout(crate::TimeoutKind::Total));
+    assert!(always.retry(&mut req, &mut result).is_none());
 }
 
 /// Any wait a backoff or a coordinator asks for, however absurd, is

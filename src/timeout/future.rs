@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::call::{Call, TimedAttempt};
+use crate::call::Call;
 use crate::error::{Error, TimeoutKind};
 
 pin_project! {
@@ -26,8 +26,8 @@ pin_project! {
         lazy_until: Option<Instant>,
         kind: TimeoutKind,
         call: Option<Call>,
-        // Held by an attempt's future: the attempt is timed.
-        attempt: Option<TimedAttempt>,
+        // Held by an attempt's future while its timer runs.
+        attempt: Option<TimerRunning>,
     }
 }
 
@@ -45,13 +45,8 @@ impl<F> ResponseFuture<F> {
 
     /// An attempt, bounded by a timer at `at`, which is no later than the
     /// call's deadline.
-    pub(super) fn attempt(
-        inner: F,
-        at: Instant,
-        kind: TimeoutKind,
-        call: Call,
-        timed: TimedAttempt,
-    ) -> Self {
+    pub(super) fn attempt(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
+        let timed = TimerRunning(call.clone());
         ResponseFuture {
             inner: Some(inner),
             timer: Some(tokio::time::sleep_until(at)),
@@ -106,7 +101,7 @@ where
                 // A deadline's timer, armed the first time no attempt timer
                 // covers the call. Every wake-up of the call polls from the
                 // top, so this runs again whenever an attempt ends.
-                let covered = this.call.as_ref().is_some_and(Call::deadline_covered);
+                let covered = this.call.as_ref().is_some_and(|c| c.record().timed());
                 match *this.lazy_until {
                     Some(at) if !covered => this.timer.set(Some(tokio::time::sleep_until(at))),
                     _ => return Poll::Pending,
@@ -120,16 +115,12 @@ where
         this.attempt.take();
         // Dropped now, not when this future is: its span ends as a timeout.
         crate::trace::timed_out(|| this.inner.set(None));
-        // The cause of a call that ran out of time is its last failed
-        // attempt, if one was retried; an attempt's own timeout has none.
-        let cause = match this.kind {
-            TimeoutKind::Total => this.call.as_ref().and_then(Call::take_error),
-            _ => None,
-        };
-        let error = Error::timeout(*this.kind).caused_by(cause);
-        let error = match this.call.as_ref() {
-            Some(call) => error.with_attempts(call.attempts()),
-            None => error,
+        // A call out of time says what failed before; an attempt's own
+        // timeout is its own cause.
+        let error = match (this.kind, this.call.as_ref()) {
+            (TimeoutKind::Total, Some(call)) => call.out_of_time(),
+            (kind, Some(call)) => Error::timeout(*kind).with_attempts(call.attempts()),
+            (kind, None) => Error::timeout(*kind),
         };
         Poll::Ready(Err(E::from(error)))
     }
@@ -141,5 +132,14 @@ impl<F> fmt::Debug for ResponseFuture<F> {
             .field("kind", &self.kind)
             .field("timed", &self.timer.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Marks an attempt timer as running in the call's record while it lives.
+struct TimerRunning(Call);
+
+impl Drop for TimerRunning {
+    fn drop(&mut self) {
+        self.0.record().timer_ended();
     }
 }

@@ -8,6 +8,32 @@
 //! `Timeout`, their error stays the inner service's type (`Error`, or a
 //! `BoxError` holding one) and says which limit passed, with the attempts
 //! made and the last attempt's error as its source.
+//!
+//! # Where they go, and what holds without them
+//!
+//! The builder's order is `Deadline` above the retry layer and
+//! `AttemptTimeout` below it (and below or above a breaker). Each stands
+//! alone:
+//!
+//! - a call past its deadline is never sent, by either layer or by the
+//!   crate's sender ([`QualityCheck`](crate::QualityCheck)), and fails with
+//!   a total timeout, which no policy retries ([`Error::is_retryable`] is
+//!   false), so a user's policy below a `Deadline` stops;
+//! - an attempt still running at the deadline ends then, whether an
+//!   `AttemptTimeout`, a `Deadline` or only the sender keeps the deadline
+//!   (tower's `Timeout` in place of `AttemptTimeout` included);
+//! - a total timeout's `source()` is the last failed (or cut) attempt,
+//!   whatever the retry policy: the sender keeps it in the call's
+//!   [`Record`](crate::call) as it happens;
+//! - without a `Deadline` above the retry layer, a user's policy that
+//!   sleeps past the deadline is stopped when its next attempt would start
+//!   (the crate's [`RetryPolicy`](crate::retry::RetryPolicy) never sleeps
+//!   past it): put `Deadline` above the retry layer for the deadline to
+//!   hold to the instant.
+//!
+//! On the common path a call runs one timer: the attempt's. The deadline's
+//! own timer is armed only while no `AttemptTimeout` keeps it (in a backoff
+//! wait, say).
 
 pub mod future;
 mod layer;
@@ -15,7 +41,6 @@ mod layer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower::Service;
 
 pub use self::layer::{AttemptTimeoutLayer, DeadlineLayer};
@@ -77,7 +102,7 @@ where
     fn call(&mut self, call: Call) -> Self::Future {
         match call.deadline() {
             None => ResponseFuture::untimed(self.inner.call(call)),
-            Some(at) if at <= Instant::now() => ResponseFuture::expired(call),
+            Some(_) if call.expired() => ResponseFuture::expired(call),
             Some(at) => {
                 let inner = self.inner.call(call.clone());
                 ResponseFuture::deadline(inner, at, call)
@@ -124,18 +149,19 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        // The outermost attempt timer of an attempt sets its end; one below
-        // (a replica's, behind a balancer and a buffer, started a little
-        // later) ends no later, so it decides the attempt and its replica's
-        // breaker and limit see the timeout.
-        let outermost = !call.deadline_covered();
-        let own = call.attempt_end(crate::time::after(self.timeout), outermost);
+        // Nothing is sent past the deadline, whatever sits above: an attempt
+        // that could not start in time is never counted.
+        if call.expired() {
+            return ResponseFuture::expired(call);
+        }
+        let own = call
+            .record()
+            .timer_started(crate::time::after(self.timeout));
         let (at, kind) = match call.deadline() {
             Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
             _ => (own, TimeoutKind::Attempt),
         };
-        let timed = call.timed_attempt();
         let inner = self.inner.call(call.clone());
-        ResponseFuture::attempt(inner, at, kind, call, timed)
+        ResponseFuture::attempt(inner, at, kind, call)
     }
 }
