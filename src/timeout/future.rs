@@ -113,15 +113,17 @@ where
             }
         }
         this.attempt.take();
-        // Dropped now, not when this future is: its span ends as a timeout.
-        crate::trace::timed_out(|| this.inner.set(None));
         // A call out of time says what failed before; an attempt's own
-        // timeout is its own cause.
+        // timeout is its own cause. Read before the attempt below is
+        // dropped: a dropped attempt is recorded as cut, which would hide
+        // the failure before it.
         let error = match (this.kind, this.call.as_ref()) {
             (TimeoutKind::Total, Some(call)) => call.out_of_time(),
             (kind, Some(call)) => Error::timeout(*kind).with_attempts(call.attempts()),
             (kind, None) => Error::timeout(*kind),
         };
+        // Dropped now, not when this future is: its span ends as a timeout.
+        crate::trace::timed_out(|| this.inner.set(None));
         Poll::Ready(Err(E::from(error)))
     }
 }
