@@ -69,8 +69,7 @@ impl Call {
             None if settings.generate_ids => Some(crate::request_id::next()),
             None => None,
         };
-        // Serializing strings into a Vec cannot fail.
-        let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+        let body = request.encode();
         Ok(Call {
             inner: Arc::new(Inner {
                 request,
