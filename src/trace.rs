@@ -39,7 +39,6 @@ use std::cell::Cell;
 
 use tracing::field::Empty;
 
-use crate::call::Call;
 use crate::error::{Error, ErrorKind};
 use crate::wire::{QualityRequest, QualityResponse};
 
@@ -58,22 +57,25 @@ pub(crate) fn call_span(request: &QualityRequest) -> tracing::Span {
     )
 }
 
-pub(crate) fn record_request_id(call: &Call) {
-    if call.span().is_disabled() {
+/// Records a call's request id on its span.
+pub(crate) fn record_request_id(span: &tracing::Span, request_id: Option<&http::HeaderValue>) {
+    if span.is_disabled() {
         return;
     }
-    if let Some(id) = call.request_id().and_then(|id| id.to_str().ok()) {
-        call.span().record("quality_gate.request_id", id);
+    if let Some(id) = request_id.and_then(|id| id.to_str().ok()) {
+        span.record("quality_gate.request_id", id);
     }
 }
 
 /// Records how a call ended on its span, and logs it at DEBUG.
-pub(crate) fn call_finished(call: &Call, result: &Result<QualityResponse, Error>) {
-    let span = call.span();
+pub(crate) fn call_finished(
+    span: &tracing::Span,
+    attempts: u32,
+    result: &Result<QualityResponse, Error>,
+) {
     if span.is_disabled() && !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let attempts = call.attempts();
     span.record("quality_gate.attempts", i64::from(attempts));
     match result {
         Ok(verdict) => {
@@ -100,11 +102,6 @@ pub(crate) fn call_finished(call: &Call, result: &Result<QualityResponse, Error>
             });
         }
     }
-}
-
-/// The span of one attempt, a child of the call's.
-pub(crate) fn attempt_span(call: &Call, attempt: u32, url: &http::Uri) -> tracing::Span {
-    attempt_span_of(call.span(), call.request_id(), attempt, url)
 }
 
 /// The span of one attempt, a child of `parent`, for a call with this id.

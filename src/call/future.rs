@@ -61,7 +61,7 @@ where
             ready!(inner.poll(cx))
         };
         let result = result.map_err(|e| call.annotate(e.into()));
-        crate::trace::call_finished(call, &result);
+        crate::trace::call_finished(call.span(), call.attempts(), &result);
         call.finish_metrics(&result);
         this.call.take();
         Poll::Ready(result)

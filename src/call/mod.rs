@@ -95,7 +95,7 @@ where
             Ok(call) => call,
             Err(error) => return ResponseFuture::failed(error),
         };
-        crate::trace::record_request_id(&call);
+        crate::trace::record_request_id(call.span(), call.request_id());
         let future = call.span().in_scope(|| self.inner.call(call.clone()));
         ResponseFuture::new(future, call)
     }

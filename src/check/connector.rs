@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 use tower::Service;
 
 use super::resolve::Resolver;
+pub(crate) use super::tls::Tls;
 use crate::error::{BoxError, Error};
-pub(crate) use crate::tls::Tls;
 
 /// The connector type of this build.
 #[cfg(not(feature = "rustls"))]
@@ -62,7 +62,7 @@ pub(crate) fn connector(
         proxy: proxy.map(Arc::new),
     };
     #[cfg(feature = "rustls")]
-    let route = hyper_rustls::HttpsConnector::from((route, crate::tls::client_config(tls, http2)?));
+    let route = hyper_rustls::HttpsConnector::from((route, super::tls::client_config(tls, http2)?));
     #[cfg(not(feature = "rustls"))]
     let _ = (http2, tls);
     Ok(Timed {

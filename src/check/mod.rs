@@ -7,6 +7,7 @@ mod connector;
 pub mod future;
 mod health;
 mod resolve;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -91,7 +92,12 @@ impl QualityCheck {
             return (ResponseFuture::failed(error, self.config.clone()), 0);
         }
         let attempt = call.start_attempt();
-        let span = crate::trace::attempt_span(call, attempt, &self.config.check_uri);
+        let span = crate::trace::attempt_span_of(
+            call.span(),
+            call.request_id(),
+            attempt,
+            &self.config.check_uri,
+        );
         let future = self.send_attempt(
             call.body().clone(),
             call.request_id(),
