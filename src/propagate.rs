@@ -57,11 +57,11 @@ use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
 use crate::wire::QualityRequest;
 
 /// The gRPC deadline header: `grpc-timeout`.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// The W3C trace-context header: `traceparent`.
-pub const TRACEPARENT: &str = "traceparent";
+const TRACEPARENT: &str = "traceparent";
 /// The W3C vendor trace-state header: `tracestate`.
-pub const TRACESTATE: &str = "tracestate";
+const TRACESTATE: &str = "tracestate";
 
 /// The longest request id taken from an incoming request: 128 bytes, room
 /// for any UUID or ULID with a prefix, too little to smuggle a payload.
@@ -111,14 +111,12 @@ pub fn deadline_margin(timeout: Duration) -> Duration {
 /// use tower_quality_gate::propagate::Propagation;
 ///
 /// let only_ids = Propagation::none().request_id(true);
-/// assert!(only_ids.get_request_id());
-/// assert!(!only_ids.get_trace_context());
-/// assert!(Propagation::default().get_deadline());
+/// assert_ne!(only_ids, Propagation::default());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Propagation {
     request_id: bool,
-    trace_context: bool,
+    pub(crate) trace_context: bool,
     deadline: bool,
 }
 
@@ -162,21 +160,6 @@ impl Propagation {
     pub const fn deadline(mut self, on: bool) -> Self {
         self.deadline = on;
         self
-    }
-
-    /// Whether the request id is propagated.
-    pub const fn get_request_id(&self) -> bool {
-        self.request_id
-    }
-
-    /// Whether the trace context is propagated.
-    pub const fn get_trace_context(&self) -> bool {
-        self.trace_context
-    }
-
-    /// Whether the gRPC deadline is propagated.
-    pub const fn get_deadline(&self) -> bool {
-        self.deadline
     }
 
     /// Reads what is to be propagated from an incoming request's headers,

@@ -315,7 +315,7 @@ where
         // the check's attempts send their own context instead of the relay.
         #[cfg(feature = "opentelemetry")]
         let propagated =
-            if self.propagation.get_trace_context() && crate::otel::join(&span, req.headers()) {
+            if self.propagation.trace_context && crate::otel::join(&span, req.headers()) {
                 propagated.without_trace_context()
             } else {
                 propagated
