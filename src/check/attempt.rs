@@ -35,8 +35,9 @@ pin_project! {
     /// Dropping it aborts the attempt.
     pub struct AttemptFuture {
         inner: Option<ResponseFuture>,
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: armed only when no attempt timer above keeps the deadline,
+        // so every attempt's future does not carry (and move) its space.
+        timer: Option<Pin<Box<Sleep>>>,
         sent: Sent,
     }
 }
@@ -89,7 +90,7 @@ impl Future for AttemptFuture {
     type Output = Result<QualityResponse, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let call = &this.sent.call;
         // The attempt first: an answer that is ready wins over a deadline
         // that passed in the same tick.
@@ -106,13 +107,13 @@ impl Future for AttemptFuture {
                 // every wake-up polls from the top, so this runs again.
                 match call.deadline() {
                     Some(at) if !call.record().timed() => {
-                        this.timer.set(Some(tokio::time::sleep_until(at)));
+                        *this.timer = Some(Box::pin(tokio::time::sleep_until(at)));
                     }
                     _ => return Poll::Pending,
                 }
             }
-            if let Some(timer) = this.timer.as_pin_mut() {
-                ready!(timer.poll(cx));
+            if let Some(timer) = this.timer.as_mut() {
+                ready!(timer.as_mut().poll(cx));
             }
         }
         this.sent.done = true;

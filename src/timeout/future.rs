@@ -1,5 +1,6 @@
-//! The response future of [`Deadline`](super::Deadline) and
-//! [`AttemptTimeout`](super::AttemptTimeout).
+//! The response futures of [`Deadline`](super::Deadline)
+//! ([`DeadlineFuture`]) and [`AttemptTimeout`](super::AttemptTimeout)
+//! ([`ResponseFuture`]).
 
 use std::fmt;
 use std::future::Future;
@@ -13,17 +14,14 @@ use crate::call::Call;
 use crate::error::{Error, TimeoutKind};
 
 pin_project! {
-    /// The inner call raced against a timer, or an immediate timeout for a
-    /// call whose deadline had already passed.
+    /// The future of [`AttemptTimeout`](super::AttemptTimeout): the
+    /// attempt raced against its timer, or an immediate timeout for a call
+    /// whose deadline had already passed.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
         #[pin]
         timer: Option<Sleep>,
-        // A deadline's timer is armed only while no attempt timer bounds
-        // the call (in a backoff wait, say): on the common path a call has
-        // one timer, its attempt's.
-        lazy_until: Option<Instant>,
         kind: TimeoutKind,
         call: Option<Call>,
         // Held by an attempt's future while its timer runs.
@@ -32,17 +30,6 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn untimed(inner: F) -> Self {
-        ResponseFuture {
-            inner: Some(inner),
-            timer: None,
-            lazy_until: None,
-            kind: TimeoutKind::Total,
-            call: None,
-            attempt: None,
-        }
-    }
-
     /// An attempt, bounded by a timer at `at`, which is no later than the
     /// call's deadline.
     pub(super) fn attempt(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
@@ -50,22 +37,9 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: Some(inner),
             timer: Some(tokio::time::sleep_until(at)),
-            lazy_until: None,
             kind,
             attempt: Some(timed),
             call: Some(call),
-        }
-    }
-
-    /// A whole call, bounded by its deadline `at`.
-    pub(super) fn deadline(inner: F, at: Instant, call: Call) -> Self {
-        ResponseFuture {
-            inner: Some(inner),
-            timer: None,
-            lazy_until: Some(at),
-            kind: TimeoutKind::Total,
-            call: Some(call),
-            attempt: None,
         }
     }
 
@@ -73,7 +47,6 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             timer: None,
-            lazy_until: None,
             kind: TimeoutKind::Total,
             call: Some(call),
             attempt: None,
@@ -97,16 +70,6 @@ where
                 this.attempt.take();
                 return Poll::Ready(result);
             }
-            if this.timer.is_none() {
-                // A deadline's timer, armed the first time no attempt timer
-                // covers the call. Every wake-up of the call polls from the
-                // top, so this runs again whenever an attempt ends.
-                let covered = this.call.as_ref().is_some_and(|c| c.record().timed());
-                match *this.lazy_until {
-                    Some(at) if !covered => this.timer.set(Some(tokio::time::sleep_until(at))),
-                    _ => return Poll::Pending,
-                }
-            }
             match this.timer.as_pin_mut() {
                 Some(timer) => ready!(timer.poll(cx)),
                 None => return Poll::Pending,
@@ -117,14 +80,117 @@ where
         // timeout is its own cause. Read before the attempt below is
         // dropped: a dropped attempt is recorded as cut, which would hide
         // the failure before it.
-        let error = match (this.kind, this.call.as_ref()) {
-            (TimeoutKind::Total, Some(call)) => call.out_of_time(),
-            (kind, Some(call)) => Error::timeout(*kind).with_attempts(call.attempts()),
-            (kind, None) => Error::timeout(*kind),
-        };
+        let error = timed_out(*this.kind, this.call.as_ref());
         // Dropped now, not when this future is: its span ends as a timeout.
         crate::trace::timed_out(|| this.inner.set(None));
         Poll::Ready(Err(E::from(error)))
+    }
+}
+
+/// The error of a call or attempt whose timer of `kind` fired: a call out
+/// of time says what failed before; an attempt's own timeout is its own
+/// cause.
+fn timed_out(kind: TimeoutKind, call: Option<&Call>) -> Error {
+    match (kind, call) {
+        (TimeoutKind::Total, Some(call)) => call.out_of_time(),
+        (kind, Some(call)) => Error::timeout(kind).with_attempts(call.attempts()),
+        (kind, None) => Error::timeout(kind),
+    }
+}
+
+pin_project! {
+    /// The future of [`Deadline`](super::Deadline): the call below, bounded
+    /// by the call's deadline, or an immediate timeout for a call whose
+    /// deadline had already passed.
+    ///
+    /// Its timer is armed only while no attempt timer bounds the call (in a
+    /// backoff wait, say), so on the common path a call has one timer, its
+    /// attempt's; and it is boxed, so that the space of a timer that is
+    /// rarely armed is not carried (and moved) in every call's future.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        timer: Option<Pin<Box<Sleep>>>,
+        until: Option<Instant>,
+        call: Option<Call>,
+    }
+}
+
+impl<F> DeadlineFuture<F> {
+    pub(super) fn untimed(inner: F) -> Self {
+        DeadlineFuture {
+            inner: Some(inner),
+            timer: None,
+            until: None,
+            call: None,
+        }
+    }
+
+    /// A whole call, bounded by its deadline `at`.
+    pub(super) fn deadline(inner: F, at: Instant, call: Call) -> Self {
+        DeadlineFuture {
+            inner: Some(inner),
+            timer: None,
+            until: Some(at),
+            call: Some(call),
+        }
+    }
+
+    pub(super) fn expired(call: Call) -> Self {
+        DeadlineFuture {
+            inner: None,
+            timer: None,
+            until: None,
+            call: Some(call),
+        }
+    }
+}
+
+impl<F, T, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<Error>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The inner call first: an answer that is ready wins over a timer
+        // that fired in the same tick.
+        if let Some(inner) = this.inner.as_mut().as_pin_mut() {
+            if let Poll::Ready(result) = inner.poll(cx) {
+                return Poll::Ready(result);
+            }
+            if this.timer.is_none() {
+                // Armed the first time no attempt timer covers the call.
+                // Every wake-up of the call polls from the top, so this
+                // runs again whenever an attempt ends.
+                let covered = this.call.as_ref().is_some_and(|c| c.record().timed());
+                match *this.until {
+                    Some(at) if !covered => {
+                        *this.timer = Some(Box::pin(tokio::time::sleep_until(at)));
+                    }
+                    _ => return Poll::Pending,
+                }
+            }
+            match this.timer.as_mut() {
+                Some(timer) => ready!(timer.as_mut().poll(cx)),
+                None => return Poll::Pending,
+            }
+        }
+        // Read before the call below is dropped (see `ResponseFuture`).
+        let error = timed_out(TimeoutKind::Total, this.call.as_ref());
+        crate::trace::timed_out(|| this.inner.set(None));
+        Poll::Ready(Err(E::from(error)))
+    }
+}
+
+impl<F> fmt::Debug for DeadlineFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineFuture")
+            .field("deadline", &self.until)
+            .field("timed", &self.timer.is_some())
+            .finish_non_exhaustive()
     }
 }
 

@@ -45,7 +45,7 @@ use tower::Service;
 
 pub use self::layer::{AttemptTimeoutLayer, DeadlineLayer};
 
-use self::future::ResponseFuture;
+use self::future::{DeadlineFuture, ResponseFuture};
 use crate::call::Call;
 use crate::error::{Error, TimeoutKind};
 
@@ -93,7 +93,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -101,11 +101,11 @@ where
 
     fn call(&mut self, call: Call) -> Self::Future {
         match call.deadline() {
-            None => ResponseFuture::untimed(self.inner.call(call)),
-            Some(_) if call.expired() => ResponseFuture::expired(call),
+            None => DeadlineFuture::untimed(self.inner.call(call)),
+            Some(_) if call.expired() => DeadlineFuture::expired(call),
             Some(at) => {
                 let inner = self.inner.call(call.clone());
-                ResponseFuture::deadline(inner, at, call)
+                DeadlineFuture::deadline(inner, at, call)
             }
         }
     }
