@@ -42,7 +42,45 @@ pub struct QualityRequest {
     pub diff_summary: String,
     /// Per-call options (deadline, request id, headers): not serialized.
     #[serde(skip)]
-    options: CallOptions,
+    options: Options,
+}
+
+/// A request's per-call options, on the heap only when it has any: most
+/// requests have none, and a request is moved by value through every layer
+/// that takes it (the options would add 168 bytes to each move).
+#[derive(Clone, Default)]
+struct Options(Option<Box<CallOptions>>);
+
+impl Options {
+    fn get(&self) -> &CallOptions {
+        static NONE: std::sync::OnceLock<CallOptions> = std::sync::OnceLock::new();
+        match &self.0 {
+            Some(options) => options,
+            None => NONE.get_or_init(CallOptions::default),
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut CallOptions {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    fn take(&mut self) -> CallOptions {
+        self.0.take().map(|options| *options).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Options {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Options {}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 impl QualityRequest {
@@ -53,7 +91,7 @@ impl QualityRequest {
             agent_id: agent_id.into(),
             files: Vec::new(),
             diff_summary: String::new(),
-            options: CallOptions::default(),
+            options: Options::default(),
         }
     }
 
@@ -88,21 +126,21 @@ impl QualityRequest {
     /// assert_eq!(req.options().deadline, Some(deadline));
     /// ```
     pub fn deadline(mut self, deadline: impl Into<tokio::time::Instant>) -> Self {
-        self.options.deadline = Some(deadline.into());
+        self.options.get_mut().deadline = Some(deadline.into());
         self
     }
 
     /// Ends the call after `timeout` at the latest, counted from when the
     /// client takes it; like [`deadline`](Self::deadline).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
+        self.options.get_mut().timeout = Some(timeout);
         self
     }
 
     /// Sends this request id on every attempt instead of a generated one
     /// (for example the id of the server request being handled).
     pub fn request_id(mut self, id: HeaderValue) -> Self {
-        self.options.request_id = Some(id);
+        self.options.get_mut().request_id = Some(id);
         self
     }
 
@@ -118,7 +156,7 @@ impl QualityRequest {
     /// treated as a secret: scrubbed from echoing error bodies, hidden from
     /// `Debug`.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.options.headers.insert(name, value);
+        self.options.get_mut().headers.insert(name, value);
         self
     }
 
@@ -157,12 +195,17 @@ impl QualityRequest {
 
     /// The per-call options.
     pub fn options(&self) -> &CallOptions {
-        &self.options
+        self.options.get()
     }
 
     /// The per-call options, to change in place.
     pub(crate) fn options_mut(&mut self) -> &mut CallOptions {
-        &mut self.options
+        self.options.get_mut()
+    }
+
+    /// The per-call options, taken out (the request is left with none).
+    pub(crate) fn take_options(&mut self) -> CallOptions {
+        self.options.take()
     }
 }
 

@@ -60,7 +60,7 @@ impl Call {
         settings: &Settings,
         span: tracing::Span,
     ) -> Result<Call, Error> {
-        let options = std::mem::take(request.options_mut());
+        let options = request.take_options();
         // The same headers a configuration may not set, for the same reasons.
         crate::headers::refuse_reserved(&options.headers)?;
         let deadline = options.effective_deadline(Instant::now(), settings.timeout);

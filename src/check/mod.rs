@@ -114,7 +114,7 @@ impl QualityCheck {
     /// clock read for a deadline nothing here enforces, a body clone).
     /// The same checks and the same request as through [`Call::new`].
     fn send_request(&self, mut req: QualityRequest) -> ResponseFuture {
-        let options = std::mem::take(req.options_mut());
+        let options = req.take_options();
         let refused = crate::headers::refuse_reserved(&options.headers)
             .and_then(|()| self.refuse_id_header(&options.headers));
         if let Err(error) = refused {

@@ -104,9 +104,15 @@ impl RetryBudget {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let width = self.ttl / SLOTS as u32;
+        // In u64 nanoseconds (585 years), not `as_nanos`' u128: a u128
+        // division is a library call, on every call's deposit.
+        let width = (self.ttl.as_nanos() as u64 / SLOTS as u64).max(1);
         let now = Instant::now().saturating_duration_since(slots.origin);
-        let current = (now.as_nanos() / width.as_nanos().max(1)) as u64;
+        let now = now
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(now.subsec_nanos()));
+        let current = now / width;
         // Slots that passed since the last look are emptied (all of them
         // after a long pause).
         let passed = current.saturating_sub(slots.newest);

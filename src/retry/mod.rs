@@ -121,18 +121,25 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct RetryPolicy {
-    max_attempts: u32,
-    backoff: Arc<dyn RetryBackoff>,
-    max_retry_after: Duration,
-    budget: Option<Arc<RetryBudget>>,
+    /// The settings, behind one reference count: tower's `Retry` clones the
+    /// policy into every call's future.
+    settings: Arc<Settings>,
     /// Decisions made for this call: zero in the policy tower's `Retry`
     /// keeps, which never decides, and in each call's fresh clone of it.
     decided: u32,
     /// Whether this call already resent a request the coordinator provably
     /// never processed.
     resent_unprocessed: bool,
-    /// What may be retried; `None` for [`RetryableFailures`] (no reference
-    /// count to bump per call on the default path).
+}
+
+/// What every clone of a policy shares.
+#[derive(Clone)]
+struct Settings {
+    max_attempts: u32,
+    backoff: Arc<dyn RetryBackoff>,
+    max_retry_after: Duration,
+    budget: Option<Arc<RetryBudget>>,
+    /// What may be retried; `None` for [`RetryableFailures`].
     classify: Option<Arc<dyn ClassifyFailure<Error> + Send + Sync>>,
 }
 
@@ -165,13 +172,15 @@ impl RetryPolicy {
     /// no budget.
     pub fn new() -> Self {
         RetryPolicy {
-            max_attempts: DEFAULT_ATTEMPTS,
-            backoff: Arc::new(JitteredBackoff::default()),
-            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
-            budget: None,
+            settings: Arc::new(Settings {
+                max_attempts: DEFAULT_ATTEMPTS,
+                backoff: Arc::new(JitteredBackoff::default()),
+                max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+                budget: None,
+                classify: None,
+            }),
             decided: 0,
             resent_unprocessed: false,
-            classify: None,
         }
     }
 
@@ -197,13 +206,13 @@ impl RetryPolicy {
         mut self,
         classify: impl ClassifyFailure<Error> + Send + Sync + 'static,
     ) -> Self {
-        self.classify = Some(Arc::new(classify));
+        self.settings_mut().classify = Some(Arc::new(classify));
         self
     }
 
     /// Whether `error` may be retried.
     fn retryable(&self, error: &Error) -> bool {
-        let yes = match &self.classify {
+        let yes = match &self.settings.classify {
             None => RetryableFailures.is_failure(error),
             Some(classify) => classify.is_failure(error),
         };
@@ -234,33 +243,38 @@ impl RetryPolicy {
     /// [`ClientBuilder::build`](crate::ClientBuilder::build) refuses as a
     /// configuration error.
     pub fn attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
+        self.settings_mut().max_attempts = attempts;
         self
     }
 
     /// The waits between attempts (default [`JitteredBackoff::default`]).
     pub fn backoff(mut self, backoff: impl RetryBackoff) -> Self {
-        self.backoff = Arc::new(backoff);
+        self.settings_mut().backoff = Arc::new(backoff);
         self
     }
 
     /// The longest `Retry-After` honoured (default 10 s); a longer one ends
     /// the retries with the coordinator's error.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
-        self.max_retry_after = max;
+        self.settings_mut().max_retry_after = max;
         self
     }
 
     /// Spends retries from `budget` (default none; `None` removes it).
     /// Every clone of this policy shares it.
     pub fn budget(mut self, budget: impl Into<Option<RetryBudget>>) -> Self {
-        self.budget = budget.into().map(Arc::new);
+        self.settings_mut().budget = budget.into().map(Arc::new);
         self
     }
 
     /// The number of attempts per call, the first included.
     pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.settings.max_attempts
+    }
+
+    /// The settings to change, this policy's own from now on.
+    fn settings_mut(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
     }
 
     /// Decides after an attempt of `call`: `None` to stop, or the wait
@@ -269,7 +283,7 @@ impl RetryPolicy {
         self.decided += 1;
         if self.decided == 1 {
             // Once per call, whatever its outcome: calls earn retries.
-            if let Some(budget) = &self.budget {
+            if let Some(budget) = &self.settings.budget {
                 budget.deposit();
             }
         }
@@ -303,19 +317,19 @@ impl RetryPolicy {
             stop("not retryable");
             return None;
         }
-        if attempt >= self.max_attempts {
+        if attempt >= self.settings.max_attempts {
             crate::metrics::retry_refused("attempts");
             stop("attempts spent");
             return None;
         }
-        let mut delay = self.backoff.delay(attempt);
+        let mut delay = self.settings.backoff.delay(attempt);
         if let Some(asked) = failure.retry_after {
-            if asked > self.max_retry_after {
+            if asked > self.settings.max_retry_after {
                 crate::metrics::retry_refused("retry_after");
                 stop("retry-after beyond the cap");
                 return None;
             }
-            delay = self.backoff.after_retry_after(asked, delay);
+            delay = self.settings.backoff.after_retry_after(asked, delay);
         }
         if let Some(deadline) = call.deadline() {
             if crate::time::after(delay) >= deadline {
@@ -324,7 +338,7 @@ impl RetryPolicy {
                 return None;
             }
         }
-        if let Some(budget) = &self.budget {
+        if let Some(budget) = &self.settings.budget {
             if !budget.withdraw() {
                 crate::metrics::retry_refused("budget");
                 stop("retry budget spent");
@@ -352,11 +366,11 @@ impl Default for RetryPolicy {
 impl fmt::Debug for RetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
-            .field("max_retry_after", &self.max_retry_after)
-            .field("budget", &self.budget)
-            .field("custom_classifier", &self.classify.is_some())
+            .field("max_attempts", &self.settings.max_attempts)
+            .field("backoff", &self.settings.backoff)
+            .field("max_retry_after", &self.settings.max_retry_after)
+            .field("budget", &self.settings.budget)
+            .field("custom_classifier", &self.settings.classify.is_some())
             .finish()
     }
 }

@@ -23,9 +23,7 @@ pin_project! {
         #[pin]
         timer: Option<Sleep>,
         kind: TimeoutKind,
-        call: Option<Call>,
-        // Held by an attempt's future while its timer runs.
-        attempt: Option<TimerRunning>,
+        call: Held,
     }
 }
 
@@ -33,13 +31,11 @@ impl<F> ResponseFuture<F> {
     /// An attempt, bounded by a timer at `at`, which is no later than the
     /// call's deadline.
     pub(super) fn attempt(inner: F, at: Instant, kind: TimeoutKind, call: Call) -> Self {
-        let timed = TimerRunning(call.clone());
         ResponseFuture {
             inner: Some(inner),
             timer: Some(tokio::time::sleep_until(at)),
             kind,
-            attempt: Some(timed),
-            call: Some(call),
+            call: Held { call, timing: true },
         }
     }
 
@@ -48,8 +44,10 @@ impl<F> ResponseFuture<F> {
             inner: None,
             timer: None,
             kind: TimeoutKind::Total,
-            call: Some(call),
-            attempt: None,
+            call: Held {
+                call,
+                timing: false,
+            },
         }
     }
 }
@@ -67,7 +65,7 @@ where
         // that fired in the same tick.
         if let Some(inner) = this.inner.as_mut().as_pin_mut() {
             if let Poll::Ready(result) = inner.poll(cx) {
-                this.attempt.take();
+                this.call.stop_timing();
                 return Poll::Ready(result);
             }
             match this.timer.as_pin_mut() {
@@ -75,12 +73,12 @@ where
                 None => return Poll::Pending,
             }
         }
-        this.attempt.take();
+        this.call.stop_timing();
         // A call out of time says what failed before; an attempt's own
         // timeout is its own cause. Read before the attempt below is
         // dropped: a dropped attempt is recorded as cut, which would hide
         // the failure before it.
-        let error = timed_out(*this.kind, this.call.as_ref());
+        let error = timed_out(*this.kind, Some(&this.call.call));
         // Dropped now, not when this future is: its span ends as a timeout.
         crate::trace::timed_out(|| this.inner.set(None));
         Poll::Ready(Err(E::from(error)))
@@ -203,11 +201,24 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// Marks an attempt timer as running in the call's record while it lives.
-struct TimerRunning(Call);
+/// The call an attempt's future holds, and whether its attempt timer is
+/// still counted as running in the call's record (until the attempt ends,
+/// or the future is dropped).
+struct Held {
+    call: Call,
+    timing: bool,
+}
 
-impl Drop for TimerRunning {
+impl Held {
+    fn stop_timing(&mut self) {
+        if std::mem::take(&mut self.timing) {
+            self.call.record().timer_ended();
+        }
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        self.0.record().timer_ended();
+        self.stop_timing();
     }
 }

@@ -149,14 +149,16 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
+        // One clock read for both the expiry check and the timer's end.
+        let now = tokio::time::Instant::now();
         // Nothing is sent past the deadline, whatever sits above: an attempt
         // that could not start in time is never counted.
-        if call.expired() {
+        if call.deadline().is_some_and(|d| d <= now) {
             return ResponseFuture::expired(call);
         }
         let own = call
             .record()
-            .timer_started(crate::time::after(self.timeout));
+            .timer_started(crate::time::saturating_add(now, self.timeout));
         let (at, kind) = match call.deadline() {
             Some(deadline) if deadline <= own => (deadline, TimeoutKind::Total),
             _ => (own, TimeoutKind::Attempt),
