@@ -35,6 +35,7 @@ struct Inner {
     body: Bytes,
     request_id: Option<HeaderValue>,
     headers: HeaderMap,
+    started: Instant,
     deadline: Option<Instant>,
     attempts: AtomicU32,
     /// What the attempts learned that a layer above must know later.
@@ -63,7 +64,8 @@ impl Call {
         let options = request.take_options();
         // The same headers a configuration may not set, for the same reasons.
         crate::headers::refuse_reserved(&options.headers)?;
-        let deadline = options.effective_deadline(Instant::now(), settings.timeout);
+        let started = Instant::now();
+        let deadline = options.effective_deadline(started, settings.timeout);
         let request_id = match options.request_id {
             Some(id) => Some(id),
             None if settings.generate_ids => Some(crate::request_id::next()),
@@ -76,6 +78,7 @@ impl Call {
                 body,
                 request_id,
                 headers: options.headers,
+                started,
                 deadline,
                 attempts: AtomicU32::new(0),
                 record: Record::default(),
@@ -104,6 +107,20 @@ impl Call {
     /// The per-call headers every attempt sends.
     pub fn headers(&self) -> &HeaderMap {
         &self.inner.headers
+    }
+
+    /// When the call started: when [`Identify`](super::Identify) (or
+    /// [`Call::new`]) made it. Its timeouts count from here.
+    ///
+    /// ```
+    /// use tower_quality_gate::call::Call;
+    /// use tower_quality_gate::QualityRequest;
+    ///
+    /// let call = Call::new(QualityRequest::new("task-1", "agent-1")).unwrap();
+    /// assert!(call.started() <= tokio::time::Instant::now());
+    /// ```
+    pub fn started(&self) -> Instant {
+        self.inner.started
     }
 
     /// The instant by which the call must be over, if it has one.

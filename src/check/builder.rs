@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::config::{self, Config, Secret};
 use super::connector::{self, Tls};
 use super::resolve::Resolver;
-use super::QualityCheck;
+use super::{QualityCheck, Shared};
 use crate::error::Error;
 use crate::redact::{is_secret_header, secret_parts, Redactor};
 use crate::request_id::DEFAULT_REQUEST_ID_HEADER;
@@ -331,8 +331,10 @@ impl QualityCheckBuilder {
             .http2_keep_alive_while_idle(self.http2_keep_alive_while_idle)
             .build(http);
         Ok(QualityCheck {
-            client: Arc::new(client),
-            config: Arc::new(config),
+            shared: Arc::new(Shared {
+                client,
+                config: Arc::new(config),
+            }),
         })
     }
 

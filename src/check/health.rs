@@ -34,14 +34,14 @@ impl QualityCheck {
     /// ```
     pub async fn health(&self) -> Result<(), Error> {
         let mut request = http::Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = self.config.health_uri.clone();
-        *request.headers_mut() = self.config.headers.clone();
+        *request.uri_mut() = self.shared.config.health_uri.clone();
+        *request.headers_mut() = self.shared.config.headers.clone();
         request.headers_mut().remove(http::header::CONTENT_TYPE);
-        if let Some(name) = &self.config.request_id_header {
+        if let Some(name) = &self.shared.config.request_id_header {
             request.headers_mut().remove(name);
         }
         let call = async {
-            let response = self.client.request(request).await.map_err(classify)?;
+            let response = self.shared.client.request(request).await.map_err(classify)?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());
@@ -53,12 +53,12 @@ impl QualityCheck {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            Err(self.config.status_error(status, &body, retry_after))
+            Err(self.shared.config.status_error(status, &body, retry_after))
         };
-        let result = match tokio::time::timeout(self.config.health_timeout, call).await {
+        let result = match tokio::time::timeout(self.shared.config.health_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(TimeoutKind::Health)),
         };
-        result.map_err(|e| e.for_coordinator(&self.config.base))
+        result.map_err(|e| e.for_coordinator(&self.shared.config.base))
     }
 }

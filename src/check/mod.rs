@@ -51,8 +51,15 @@ use crate::wire::{QualityRequest, QualityResponse};
 /// ```
 #[derive(Clone)]
 pub struct QualityCheck {
-    // One Arc: tower's Retry clones the service into every call's future.
-    client: Arc<Client<connector::Connector, Full<Bytes>>>,
+    // One Arc: tower's Retry clones the service into every call's future,
+    // and a client is cloned for each `check`.
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a [`QualityCheck`] share.
+struct Shared {
+    client: Client<connector::Connector, Full<Bytes>>,
+    /// Also held by each attempt's future.
     config: Arc<Config>,
 }
 
@@ -81,7 +88,7 @@ impl QualityCheck {
 
     /// The coordinator's base URL as configured.
     pub fn base_url(&self) -> &http::Uri {
-        &self.config.base
+        &self.shared.config.base
     }
 
     /// Sends one attempt of `call`, and says its number (0 when it was
@@ -89,14 +96,14 @@ impl QualityCheck {
     fn send(&self, call: &Call) -> (ResponseFuture, u32) {
         if let Err(error) = self.refuse_id_header(call.headers()) {
             // Refused before anything counts as an attempt.
-            return (ResponseFuture::failed(error, self.config.clone()), 0);
+            return (ResponseFuture::failed(error, self.shared.config.clone()), 0);
         }
         let attempt = call.start_attempt();
         let span = crate::trace::attempt_span_of(
             call.span(),
             call.request_id(),
             attempt,
-            &self.config.check_uri,
+            &self.shared.config.check_uri,
         );
         let future = self.send_attempt(
             call.body().clone(),
@@ -118,18 +125,18 @@ impl QualityCheck {
         let refused = crate::headers::refuse_reserved(&options.headers)
             .and_then(|()| self.refuse_id_header(&options.headers));
         if let Err(error) = refused {
-            return ResponseFuture::failed(error, self.config.clone());
+            return ResponseFuture::failed(error, self.shared.config.clone());
         }
         let request_id = match options.request_id {
             Some(id) => Some(id),
-            None if self.config.request_id_header.is_some() => Some(crate::request_id::next()),
+            None if self.shared.config.request_id_header.is_some() => Some(crate::request_id::next()),
             None => None,
         };
         let span = crate::trace::attempt_span_of(
             &tracing::Span::none(),
             request_id.as_ref(),
             1,
-            &self.config.check_uri,
+            &self.shared.config.check_uri,
         );
         self.send_attempt(
             req.encode(),
@@ -145,7 +152,7 @@ impl QualityCheck {
     /// one errors and spans report. Refused before anything counts as an
     /// attempt.
     fn refuse_id_header(&self, headers: &HeaderMap) -> Result<(), Error> {
-        match &self.config.request_id_header {
+        match &self.shared.config.request_id_header {
             Some(name) if !headers.is_empty() && headers.contains_key(name) => {
                 Err(Error::config(format!(
                     "the per-call header {name} is the request-id header: set the id with QualityRequest::request_id"
@@ -168,12 +175,12 @@ impl QualityCheck {
     ) -> ResponseFuture {
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.config.check_uri.clone();
+        *request.uri_mut() = self.shared.config.check_uri.clone();
         // The configured headers hold a place for the id (see the builder),
         // so filling it in does not grow the map.
         let headers = request.headers_mut();
-        *headers = self.config.headers.clone();
-        if let Some(name) = &self.config.request_id_header {
+        *headers = self.shared.config.headers.clone();
+        if let Some(name) = &self.shared.config.request_id_header {
             match request_id {
                 Some(id) => headers.insert(name, id.clone()),
                 None => headers.remove(name),
@@ -191,7 +198,7 @@ impl QualityCheck {
                 }
                 headers.insert(name.clone(), value);
             }
-            self.config
+            self.shared.config
                 .secrets
                 .with_call_headers(call_headers)
                 .map(Arc::new)
@@ -200,8 +207,8 @@ impl QualityCheck {
         // choice and suppress injection.
         crate::trace::inject_context(&span, call_span, headers);
         ResponseFuture::new(
-            self.client.request(request),
-            self.config.clone(),
+            self.shared.client.request(request),
+            self.shared.config.clone(),
             call_secrets,
             span,
         )
@@ -250,7 +257,7 @@ impl Service<Call> for QualityCheck {
 impl fmt::Debug for QualityCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QualityCheck")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
 }

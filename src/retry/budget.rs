@@ -102,12 +102,13 @@ impl RetryBudget {
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+    /// The window as of `now`: the slots that passed are emptied.
+    fn slots(&self, now: Instant) -> std::sync::MutexGuard<'_, Slots> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         // In u64 nanoseconds (585 years), not `as_nanos`' u128: a u128
         // division is a library call, on every call's deposit.
         let width = (self.ttl.as_nanos() as u64 / SLOTS as u64).max(1);
-        let now = Instant::now().saturating_duration_since(slots.origin);
+        let now = now.saturating_duration_since(slots.origin);
         let now = now
             .as_secs()
             .saturating_mul(1_000_000_000)
@@ -125,15 +126,23 @@ impl RetryBudget {
     }
 
     /// Records one call; each makes `percent` of a retry available.
+    #[cfg(test)]
     pub(crate) fn deposit(&self) {
-        let mut slots = self.slots();
+        self.deposit_at(Instant::now());
+    }
+
+    /// Records one call that started `at` (no later than now; an earlier
+    /// instant never moves the window back, and at worst lets the deposit
+    /// expire up to one slot early).
+    pub(crate) fn deposit_at(&self, at: Instant) {
+        let mut slots = self.slots(at);
         let i = (slots.newest % (SLOTS as u64 + 1)) as usize;
         slots.ring[i].0 += 1;
     }
 
     /// Takes one retry from the budget; false when it is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        let mut slots = self.slots();
+        let mut slots = self.slots(Instant::now());
         let oldest = ((slots.newest + 1) % (SLOTS as u64 + 1)) as usize;
         let (mut calls, mut retries) = (0u64, 0u64);
         for (i, (c, r)) in slots.ring.iter().enumerate() {
