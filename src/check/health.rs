@@ -41,7 +41,12 @@ impl QualityCheck {
             request.headers_mut().remove(name);
         }
         let call = async {
-            let response = self.shared.client.request(request).await.map_err(classify)?;
+            let response = self
+                .shared
+                .client
+                .request(request)
+                .await
+                .map_err(classify)?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());

@@ -129,7 +129,9 @@ impl QualityCheck {
         }
         let request_id = match options.request_id {
             Some(id) => Some(id),
-            None if self.shared.config.request_id_header.is_some() => Some(crate::request_id::next()),
+            None if self.shared.config.request_id_header.is_some() => {
+                Some(crate::request_id::next())
+            }
             None => None,
         };
         let span = crate::trace::attempt_span_of(
@@ -198,7 +200,8 @@ impl QualityCheck {
                 }
                 headers.insert(name.clone(), value);
             }
-            self.shared.config
+            self.shared
+                .config
                 .secrets
                 .with_call_headers(call_headers)
                 .map(Arc::new)

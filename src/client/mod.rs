@@ -13,7 +13,7 @@ use std::task::{ready, Context, Poll};
 
 use tower::retry::Retry;
 use tower::util::Either;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 pub use self::builder::ClientBuilder;
 pub use self::replicas::Hedging;
@@ -115,7 +115,16 @@ impl QualityClient {
     /// [`timeout`](QualityRequest::timeout), or the client's total timeout,
     /// whichever ends first) also covers the wait for a slot.
     pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
-        let result = self.clone().oneshot(req).await;
+        // The call's future is built, then awaited with the clone already
+        // dropped: the await holds the future alone.
+        let future = {
+            let mut client = self.clone();
+            match std::future::poll_fn(|cx| client.poll_ready(cx)).await {
+                Ok(()) => client.call(req),
+                Err(error) => ResponseFuture::failed(error),
+            }
+        };
+        let result = future.await;
         // With one coordinator, every error is for it (an attempt's error
         // already names it; a call's timeout or a slot wait does not yet).
         match &self.settings.config.replica_urls[..] {
