@@ -11,21 +11,30 @@ use tower::util::rng::{HasherRng, Rng};
 pub(crate) const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
-static PREFIX: OnceLock<u64> = OnceLock::new();
+/// `qg-`, the process's random prefix in 16 hex digits, and `-`: written
+/// once, copied into every id.
+static PREFIX: OnceLock<[u8; 20]> = OnceLock::new();
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn prefix() -> [u8; 20] {
+    let random = HasherRng::new().next_u64();
+    let mut prefix = [0u8; 20];
+    prefix[..3].copy_from_slice(b"qg-");
+    for i in 0..16 {
+        prefix[3 + i] = HEX[(random >> (60 - 4 * i)) as usize & 0xf];
+    }
+    prefix[19] = b'-';
+    prefix
+}
 
 /// A new id, unique in this process and, through a random per-process
 /// prefix, across processes: `qg-{prefix:016x}-{counter:x}`.
 pub(crate) fn next() -> HeaderValue {
-    let prefix = *PREFIX.get_or_init(|| HasherRng::new().next_u64());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Hex digits written by hand into a stack buffer: no `fmt`, no String.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 3 + 16 + 1 + 16];
-    id[..3].copy_from_slice(b"qg-");
-    for i in 0..16 {
-        id[3 + i] = HEX[(prefix >> (60 - 4 * i)) as usize & 0xf];
-    }
-    id[19] = b'-';
+    id[..20].copy_from_slice(PREFIX.get_or_init(prefix));
     let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
     for i in 0..digits {
         id[20 + i] = HEX[(n >> (4 * (digits - 1 - i))) as usize & 0xf];

@@ -31,10 +31,10 @@ pub struct Call {
 }
 
 struct Inner {
+    /// With its per-call options: the call's headers are theirs.
     request: QualityRequest,
     body: Bytes,
     request_id: Option<HeaderValue>,
-    headers: HeaderMap,
     started: Instant,
     deadline: Option<Instant>,
     attempts: AtomicU32,
@@ -57,17 +57,19 @@ impl Call {
     }
 
     pub(crate) fn with(
-        mut request: QualityRequest,
+        request: QualityRequest,
         settings: &Settings,
         span: tracing::Span,
     ) -> Result<Call, Error> {
-        let options = request.take_options();
+        // The options stay on the request (on the heap, when it has any):
+        // nothing to move for the many calls without.
+        let options = request.options();
         // The same headers a configuration may not set, for the same reasons.
         crate::headers::refuse_reserved(&options.headers)?;
         let started = Instant::now();
         let deadline = options.effective_deadline(started, settings.timeout);
-        let request_id = match options.request_id {
-            Some(id) => Some(id),
+        let request_id = match &options.request_id {
+            Some(id) => Some(id.clone()),
             None if settings.generate_ids => Some(crate::request_id::next()),
             None => None,
         };
@@ -77,7 +79,6 @@ impl Call {
                 request,
                 body,
                 request_id,
-                headers: options.headers,
                 started,
                 deadline,
                 attempts: AtomicU32::new(0),
@@ -89,7 +90,8 @@ impl Call {
         })
     }
 
-    /// The request, without its per-call options (those are on the call).
+    /// The request, with its per-call options (the call's deadline,
+    /// request id and headers come from them).
     pub fn request(&self) -> &QualityRequest {
         &self.inner.request
     }
@@ -106,7 +108,7 @@ impl Call {
 
     /// The per-call headers every attempt sends.
     pub fn headers(&self) -> &HeaderMap {
-        &self.inner.headers
+        &self.inner.request.options().headers
     }
 
     /// When the call started: when [`Identify`](super::Identify) (or
@@ -230,7 +232,7 @@ impl fmt::Debug for Call {
             .field("task_id", &self.inner.request.task_id)
             .field("agent_id", &self.inner.request.agent_id)
             .field("request_id", &self.inner.request_id)
-            .field("headers", &self.inner.headers.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers().keys().collect::<Vec<_>>())
             .field("deadline", &self.inner.deadline)
             .field("attempts", &self.attempts())
             .finish_non_exhaustive()
