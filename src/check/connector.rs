@@ -53,14 +53,14 @@ pub(crate) fn connector(
     proxy: Option<Matcher>,
     resolver: Resolver,
 ) -> Result<Connector, Error> {
-    let route = Route {
+    let route = Route(Arc::new(RouteParts {
         resolver,
         connect_timeout,
         // The proxy is reached by its own name, never at addresses pinned
         // for a discovered replica.
         to_proxy: tcp(connect_timeout, Resolver::default()),
-        proxy: proxy.map(Arc::new),
-    };
+        proxy,
+    }));
     #[cfg(feature = "rustls")]
     let route = hyper_rustls::HttpsConnector::from((route, super::tls::client_config(tls, http2)?));
     #[cfg(not(feature = "rustls"))]
@@ -148,21 +148,26 @@ where
 
 /// Opens the TCP connection a request needs: to the coordinator, to its
 /// forward proxy (`http`), or a `CONNECT` tunnel through the proxy (`https`).
+///
+/// One `Arc`: hyper-util's pool clones the connector for every request,
+/// pooled connection or not.
 #[derive(Clone)]
-pub(crate) struct Route {
+pub(crate) struct Route(Arc<RouteParts>);
+
+struct RouteParts {
     /// How the coordinator's host is resolved; a connector is made per
     /// connection, for the destination's port (see [`Resolver::for_destination`]).
     resolver: Resolver,
     connect_timeout: Option<Duration>,
     to_proxy: HttpConnector<Resolver>,
-    proxy: Option<Arc<Matcher>>,
+    proxy: Option<Matcher>,
 }
 
 impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The matcher is left out: its proxy settings are the builder's to show.
         f.debug_struct("Route")
-            .field("proxy", &self.proxy.is_some())
+            .field("proxy", &self.0.proxy.is_some())
             .finish()
     }
 }
@@ -178,13 +183,14 @@ impl Service<Uri> for Route {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
+        let route = &*self.0;
+        let intercept = route.proxy.as_ref().and_then(|m| m.intercept(&dst));
         let direct = match intercept {
             Some(_) => None,
-            None => Some(self.resolver.for_destination(&dst)),
+            None => Some(route.resolver.for_destination(&dst)),
         };
-        let mut http = self.to_proxy.clone();
-        let connect_timeout = self.connect_timeout;
+        let mut http = route.to_proxy.clone();
+        let connect_timeout = route.connect_timeout;
         Box::pin(async move {
             let Some(proxy) = intercept else {
                 let (resolver, dst) = direct.unwrap_or_else(|| (Resolver::default(), dst));
