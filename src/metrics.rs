@@ -238,14 +238,17 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
+    /// A call that started at `started` (the call's own clock read).
     #[inline]
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(started: tokio::time::Instant) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = started;
         record! {
             gauge!(CALLS_IN_FLIGHT).increment(1.0);
         }
         CallMetrics {
             #[cfg(feature = "metrics")]
-            start: Instant::now(),
+            start: started,
             #[cfg(feature = "metrics")]
             done: AtomicBool::new(false),
         }

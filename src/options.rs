@@ -62,6 +62,8 @@ impl CallOptions {
         default_timeout: Option<Duration>,
     ) -> Option<Instant> {
         // The shortest timeout first: one addition to the clock, not two.
+        // (Timeouts past the 30 years `saturating_add` clamps to all mean
+        // "never"; which of them wins does not matter.)
         let timeout = match (self.timeout, default_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -259,6 +259,11 @@ impl Propagated {
     /// added), and its deadline becomes the earlier of its own and the
     /// incoming one.
     pub fn apply(self, mut request: QualityRequest) -> QualityRequest {
+        if self.request_id.is_none() && self.traceparent.is_none() && self.deadline.is_none() {
+            // Nothing to add (a `tracestate` travels only with its
+            // `traceparent`): a request without options stays without.
+            return request;
+        }
         let options = request.options_mut();
         if options.request_id.is_none() {
             options.request_id = self.request_id;

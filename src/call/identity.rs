@@ -84,14 +84,17 @@ impl Call {
                 attempts: AtomicU32::new(0),
                 record: Record::default(),
                 span,
-                metrics: crate::metrics::CallMetrics::start(),
+                metrics: crate::metrics::CallMetrics::start(started),
             }),
             copy_slot: None,
         })
     }
 
-    /// The request, with its per-call options (the call's deadline,
-    /// request id and headers come from them).
+    /// The request, with its per-call options as the caller set them. The
+    /// values in effect are the call's own: [`deadline`](Self::deadline)
+    /// (the earliest of the request's deadline, its timeout and the
+    /// client's total timeout), [`request_id`](Self::request_id) (the
+    /// request's, or a generated one) and [`headers`](Self::headers).
     pub fn request(&self) -> &QualityRequest {
         &self.inner.request
     }
@@ -112,7 +115,9 @@ impl Call {
     }
 
     /// When the call started: when [`Identify`](super::Identify) (or
-    /// [`Call::new`]) made it. Its timeouts count from here.
+    /// [`Call::new`]) made it. Its deadline, when it comes from a timeout
+    /// (the request's own or the client's total timeout), counts from here;
+    /// each attempt's timeout counts from that attempt's start.
     ///
     /// ```
     /// use tower_quality_gate::call::Call;

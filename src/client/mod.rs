@@ -115,8 +115,8 @@ impl QualityClient {
     /// [`timeout`](QualityRequest::timeout), or the client's total timeout,
     /// whichever ends first) also covers the wait for a slot.
     pub async fn check(&self, req: QualityRequest) -> Result<QualityResponse, Error> {
-        // The call's future is built, then awaited with the clone already
-        // dropped: the await holds the future alone.
+        // Made ready and called in one poll, as `Oneshot` does; the clone is
+        // dropped before the call's future is awaited.
         let future = {
             let mut client = self.clone();
             match std::future::poll_fn(|cx| client.poll_ready(cx)).await {

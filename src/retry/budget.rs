@@ -131,18 +131,23 @@ impl RetryBudget {
         self.deposit_at(Instant::now());
     }
 
-    /// Records one call that started `at` (no later than now; an earlier
-    /// instant never moves the window back, and at worst lets the deposit
-    /// expire up to one slot early).
-    pub(crate) fn deposit_at(&self, at: Instant) {
-        let mut slots = self.slots(at);
+    /// Records one call, at `now` (the caller's clock read).
+    pub(crate) fn deposit_at(&self, now: Instant) {
+        let mut slots = self.slots(now);
         let i = (slots.newest % (SLOTS as u64 + 1)) as usize;
         slots.ring[i].0 += 1;
     }
 
     /// Takes one retry from the budget; false when it is spent.
+    #[cfg(test)]
     pub(crate) fn withdraw(&self) -> bool {
-        let mut slots = self.slots(Instant::now());
+        self.withdraw_at(Instant::now())
+    }
+
+    /// Takes one retry from the budget at `now` (the caller's clock read);
+    /// false when it is spent.
+    pub(crate) fn withdraw_at(&self, now: Instant) -> bool {
+        let mut slots = self.slots(now);
         let oldest = ((slots.newest + 1) % (SLOTS as u64 + 1)) as usize;
         let (mut calls, mut retries) = (0u64, 0u64);
         for (i, (c, r)) in slots.ring.iter().enumerate() {

@@ -107,7 +107,7 @@ const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// layer that boxes errors sits between it and the service); in the latter
 /// case a tower `Elapsed` counts as a retryable timeout.
 ///
-/// Cloning is cheap (two `Arc`s); tower's `Retry` clones it for each call.
+/// Cloning is cheap (one `Arc`); tower's `Retry` clones it for each call.
 ///
 /// ```
 /// use std::time::Duration;
@@ -132,7 +132,8 @@ pub struct RetryPolicy {
     resent_unprocessed: bool,
 }
 
-/// What every clone of a policy shares.
+/// What every clone of a policy shares, until a setter is called on one
+/// (copy on write: the budget, an `Arc` itself, stays shared).
 #[derive(Clone)]
 struct Settings {
     max_attempts: u32,
@@ -280,12 +281,16 @@ impl RetryPolicy {
     /// Decides after an attempt of `call`: `None` to stop, or the wait
     /// before the next.
     fn decide(&mut self, call: &Call, outcome: Result<(), Failure>) -> Option<Duration> {
+        // One clock read for the deposit, the deadline check and the
+        // withdrawal.
+        let now = tokio::time::Instant::now();
         self.decided += 1;
         if self.decided == 1 {
-            // Once per call, whatever its outcome: calls earn retries. At
-            // the call's start: a clock read fewer per call.
+            // Once per call, whatever its outcome: calls earn retries. Now,
+            // not at the call's start: a first attempt as long as the
+            // budget's window must not see its call's deposit expire.
             if let Some(budget) = &self.settings.budget {
-                budget.deposit_at(call.started());
+                budget.deposit_at(now);
             }
         }
         let attempt = call.attempts();
@@ -333,14 +338,14 @@ impl RetryPolicy {
             delay = self.settings.backoff.after_retry_after(asked, delay);
         }
         if let Some(deadline) = call.deadline() {
-            if crate::time::after(delay) >= deadline {
+            if crate::time::saturating_add(now, delay) >= deadline {
                 crate::metrics::retry_refused("deadline");
                 stop("the next attempt could not start before the deadline");
                 return None;
             }
         }
         if let Some(budget) = &self.settings.budget {
-            if !budget.withdraw() {
+            if !budget.withdraw_at(now) {
                 crate::metrics::retry_refused("budget");
                 stop("retry budget spent");
                 return None;

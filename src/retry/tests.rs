@@ -245,6 +245,24 @@ async fn a_call_deposits_in_the_budget_once_whatever_its_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_first_attempt_as_long_as_the_window_keeps_its_deposit() {
+    // No floor, one retry per call: a call whose first attempt took the
+    // whole window (a 10 s attempt timeout against a 10 s window) still
+    // pays for its own retry.
+    let all = RetryBudget::new(Duration::from_secs(10), 0, 1.0).unwrap();
+    let mut policy = deterministic().attempts(2).budget(all);
+    for _ in 0..3 {
+        let mut slow = call();
+        Policy::<Call, (), Error>::clone_request(&mut policy, &slow);
+        let mut per_call = policy.clone();
+        slow.start_attempt();
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let mut result: Result<(), Error> = Err(status(503, None));
+        assert!(per_call.retry(&mut slow, &mut result).is_some());
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_classifier_decides_what_is_retried_and_the_rest_stays() {
     // Not a 500, everything else as usual: attempts, backoff, deadline.
     let mut policy = deterministic().classify(|e: &Error| {
