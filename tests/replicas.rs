@@ -223,7 +223,9 @@ async fn a_hanging_replica_is_ejected_in_real_time() {
     replicas[0].always(Reply::hang());
     let client = builder(replicas[0].url())
         .base_urls(replicas.iter().map(TestCoordinator::url))
-        .attempt_timeout(Duration::from_millis(20))
+        // Long enough that the healthy replica answers within it on a
+        // loaded CI machine (20 ms was not, now and then).
+        .attempt_timeout(Duration::from_millis(100))
         .retry_budget(None)
         .build()
         .unwrap();
@@ -246,5 +248,12 @@ async fn a_hanging_replica_is_ejected_in_real_time() {
         "the hanging replica got {} attempts",
         replicas[0].hits()
     );
-    assert_eq!(replicas[1].hits(), 30 - failed);
+    // Every answered call was answered by the healthy replica (an attempt
+    // the machine's load slowed past its timer adds a hit).
+    assert!(
+        replicas[1].hits() >= 30 - failed,
+        "the healthy replica got {} attempts for {} answered calls",
+        replicas[1].hits(),
+        30 - failed
+    );
 }
