@@ -64,14 +64,8 @@ impl CallOptions {
         // The shortest timeout first: one addition to the clock, not two.
         // (Timeouts past the 30 years `saturating_add` clamps to all mean
         // "never"; which of them wins does not matter.)
-        let timeout = match (self.timeout, default_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let timeout = crate::time::earliest(self.timeout, default_timeout);
         let after = timeout.map(|d| crate::time::saturating_add(now, d));
-        match (self.deadline, after) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::time::earliest(self.deadline, after)
     }
 }

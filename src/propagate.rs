@@ -280,10 +280,7 @@ impl Propagated {
                 }
             }
         }
-        options.deadline = match (options.deadline, self.deadline) {
-            (Some(own), Some(incoming)) => Some(own.min(incoming)),
-            (own, incoming) => own.or(incoming),
-        };
+        options.deadline = crate::time::earliest(options.deadline, self.deadline);
         request
     }
 }

@@ -5,7 +5,8 @@
 //! coordinators (`Retry-After`), so any of them may be `Duration::MAX`.
 //! `Instant + Duration` and `Duration + Duration` panic on overflow; these
 //! helpers clamp instead, to a deadline so far ahead it never passes. (For
-//! `Duration + Duration`, std's `saturating_add` is enough.)
+//! `Duration + Duration`, std's `saturating_add` is enough.) And the
+//! earlier of two optional times, which deadlines and latencies need.
 
 use std::time::Duration;
 
@@ -30,6 +31,15 @@ pub(crate) fn after(d: Duration) -> Instant {
 
 /// A duration in whole milliseconds as a `u64`, saturating (for log fields;
 /// `as_millis() as u64` wraps).
+/// The earlier of two optional instants (or the shorter of two optional
+/// durations); `None` only when both are.
+pub(crate) fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -49,5 +59,15 @@ mod tests {
         assert!(after(Duration::MAX) > now);
         assert_eq!(millis(Duration::MAX), u64::MAX);
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
+    }
+
+    #[test]
+    fn earliest_is_the_smaller_of_what_is_there() {
+        let (a, b) = (Duration::from_secs(1), Duration::from_secs(2));
+        assert_eq!(earliest(Some(a), Some(b)), Some(a));
+        assert_eq!(earliest(Some(b), Some(a)), Some(a));
+        assert_eq!(earliest(None, Some(b)), Some(b));
+        assert_eq!(earliest(Some(a), None), Some(a));
+        assert_eq!(earliest::<Duration>(None, None), None);
     }
 }

@@ -170,7 +170,13 @@ impl Call {
 
     /// Whether the call's deadline has passed: nothing more may be sent.
     pub(crate) fn expired(&self) -> bool {
-        self.inner.deadline.is_some_and(|d| d <= Instant::now())
+        self.expired_at(Instant::now())
+    }
+
+    /// Whether the call's deadline has passed at `now` (a clock read the
+    /// caller needs for something else too).
+    pub(crate) fn expired_at(&self, now: Instant) -> bool {
+        self.inner.deadline.is_some_and(|d| d <= now)
     }
 
     /// The error of a call that ran out of time: a total timeout, with the

@@ -273,10 +273,7 @@ impl Gradient {
     /// The no-load latency: the smallest latency seen over the last one to
     /// two memory periods.
     pub(crate) fn baseline(&self) -> Option<Duration> {
-        match (self.lowest, self.lowest_before) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::time::earliest(self.lowest, self.lowest_before)
     }
 
     /// A call started in `epoch` answered in `rtt`, with `in_flight` calls

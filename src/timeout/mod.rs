@@ -153,7 +153,7 @@ where
         let now = tokio::time::Instant::now();
         // Nothing is sent past the deadline, whatever sits above: an attempt
         // that could not start in time is never counted.
-        if call.deadline().is_some_and(|d| d <= now) {
+        if call.expired_at(now) {
             return ResponseFuture::expired(call);
         }
         let own = call
