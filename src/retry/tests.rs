@@ -262,6 +262,40 @@ async fn a_first_attempt_as_long_as_the_window_keeps_its_deposit() {
     }
 }
 
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The class of the test above: whatever the window and however
+        /// long the first attempt took (up to three windows), a call's own
+        /// deposit is in the window its retry is judged in.
+        #[test]
+        fn a_calls_own_deposit_pays_for_its_retry(ttl_s in 1u64..=60, first_ms in 0u64..=180_000) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let retried = runtime.block_on(async {
+                let budget = RetryBudget::new(Duration::from_secs(ttl_s), 0, 1.0).unwrap();
+                let mut policy = deterministic().attempts(2).budget(budget);
+                let mut slow = call();
+                Policy::<Call, (), Error>::clone_request(&mut policy, &slow);
+                let mut per_call = policy.clone();
+                slow.start_attempt();
+                tokio::time::advance(Duration::from_millis(first_ms)).await;
+                let mut result: Result<(), Error> = Err(status(503, None));
+                per_call.retry(&mut slow, &mut result).is_some()
+            });
+            prop_assert!(retried, "ttl {ttl_s} s, first attempt {first_ms} ms");
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_classifier_decides_what_is_retried_and_the_rest_stays() {
     // Not a 500, everything else as usual: attempts, backoff, deadline.
